@@ -1,0 +1,23 @@
+//! `rabbit-rpc call`.
+
+use rabbit_rpc::{CallOptions, Client, Error, Reply};
+
+use crate::cli::CallArgs;
+
+/// Sends one request, as the tutorial's client does (`text/plain` body), and
+/// returns the reply.
+///
+/// # Errors
+/// Every way a call can fail; see [`rabbit_rpc::Error`].
+pub async fn call(url: &str, args: &CallArgs) -> Result<Reply, Error> {
+    let client = Client::builder()
+        .url(url)
+        .timeout(args.timeout)
+        .connection_name("rabbit-rpc call")
+        .connect()
+        .await?;
+    let options = CallOptions::new().content_type("text/plain");
+    let reply = client.call_with(&args.queue, &args.body, &options).await;
+    let _ = client.close().await;
+    reply
+}

@@ -1,0 +1,147 @@
+//! Command-line arguments. The shape of `serve fib` and `call` is a public
+//! contract (see the README): add to it, do not change it.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Request/reply (RPC) over RabbitMQ: serve the fibonacci service, or call
+/// any server that speaks RabbitMQ's tutorial-6 protocol.
+#[derive(Debug, Parser)]
+#[command(name = "rabbit-rpc", version, propagate_version = true)]
+pub struct Cli {
+    /// Broker URL [default: amqp://guest@127.0.0.1:5672/%2f, password guest].
+    #[arg(
+        long,
+        global = true,
+        env = "AMQP_URL",
+        default_value = rabbit_rpc::DEFAULT_URL,
+        hide_default_value = true,
+        hide_env_values = true
+    )]
+    pub url: String,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a service on a queue until Ctrl-C or SIGTERM.
+    Serve {
+        /// The service to serve.
+        #[command(subcommand)]
+        service: Service,
+    },
+    /// Send one request and print the reply.
+    #[command(allow_negative_numbers = true)]
+    Call(CallArgs),
+}
+
+/// The services `serve` can run.
+#[derive(Debug, Subcommand)]
+pub enum Service {
+    /// fibonacci(n): body n as decimal text, reply fib(n) as decimal text.
+    Fib(FibArgs),
+}
+
+/// `rabbit-rpc serve fib` options.
+#[derive(Debug, Args)]
+pub struct FibArgs {
+    /// The request queue.
+    #[arg(long, default_value = rabbit_rpc::DEFAULT_QUEUE)]
+    pub queue: String,
+
+    /// How many requests are handled at once.
+    #[arg(long, default_value_t = rabbit_rpc::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(usize))]
+    pub concurrency: usize,
+
+    /// How many unacknowledged requests the broker sends ahead.
+    #[arg(long, default_value_t = rabbit_rpc::DEFAULT_PREFETCH, value_parser = clap::value_parser!(u16).range(1..))]
+    pub prefetch: u16,
+
+    /// The largest n served; larger ones get an invalid_argument reply.
+    #[arg(long, default_value_t = crate::fib::DEFAULT_MAX_N)]
+    pub max_n: u64,
+}
+
+/// `rabbit-rpc call` options.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// The request queue.
+    #[arg(long, default_value = rabbit_rpc::DEFAULT_QUEUE)]
+    pub queue: String,
+
+    /// How long to wait for the reply, e.g. 3s, 500ms, 1m.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// The request body (for fib: n).
+    #[arg(default_value = "30")]
+    pub body: String,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("{e} (write durations like 3s, 500ms or 1m)"))?;
+    if duration.is_zero() {
+        return Err("must be more than zero".to_owned());
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_takes_negative_bodies_with_or_without_dashes() {
+        for args in [
+            &["rabbit-rpc", "call", "--", "-1"][..],
+            &["rabbit-rpc", "call", "-1"][..],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let Command::Call(call) = cli.command else {
+                panic!("not a call")
+            };
+            assert_eq!(call.body, "-1");
+        }
+    }
+
+    #[test]
+    fn url_goes_before_or_after_the_subcommand() {
+        for args in [
+            &["rabbit-rpc", "--url", "amqp://h", "call"][..],
+            &["rabbit-rpc", "call", "--url", "amqp://h"][..],
+        ] {
+            assert_eq!(Cli::try_parse_from(args).unwrap().url, "amqp://h");
+        }
+    }
+
+    #[test]
+    fn call_defaults_match_the_tutorial() {
+        let cli = Cli::try_parse_from(["rabbit-rpc", "call"]).unwrap();
+        let Command::Call(call) = cli.command else {
+            panic!("not a call")
+        };
+        assert_eq!(call.body, "30");
+        assert_eq!(call.queue, "rpc_queue");
+        assert_eq!(call.timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("3 parsecs").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

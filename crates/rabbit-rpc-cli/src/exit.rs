@@ -1,0 +1,53 @@
+//! The command's exit codes: one per kind of failure a script may want to
+//! tell apart. Documented in the README; keep the two in step.
+
+use rabbit_rpc::Error;
+
+/// Success.
+pub const OK: u8 = 0;
+/// Any failure not listed below (an unexpected AMQP error, a queue declared
+/// with other settings, …).
+pub const FAILURE: u8 = 1;
+/// Bad command-line usage, including a malformed `--url` (clap's own code).
+pub const USAGE: u8 = 2;
+/// The server answered with an error status (e.g. `invalid_argument`).
+pub const REMOTE_ERROR: u8 = 3;
+/// No reply within `--timeout`.
+pub const TIMEOUT: u8 = 4;
+/// No such queue, or nobody consuming it: no server to answer.
+pub const NO_SERVER: u8 = 5;
+/// The broker could not be reached (refused, unreachable, login refused).
+pub const CANNOT_CONNECT: u8 = 6;
+/// The connection to the broker dropped while in use.
+pub const CONNECTION_LOST: u8 = 7;
+/// Stopped by a second Ctrl-C / SIGTERM before draining finished.
+pub const INTERRUPTED: u8 = 130;
+
+/// The exit code for a library error.
+pub fn code_for(error: &Error) -> u8 {
+    match error {
+        Error::Remote(_) => REMOTE_ERROR,
+        Error::Timeout { .. } => TIMEOUT,
+        Error::NoRoute { .. } | Error::NoServer { .. } => NO_SERVER,
+        Error::Connect { .. } => CANNOT_CONNECT,
+        Error::ConnectionLost { .. } => CONNECTION_LOST,
+        Error::InvalidUrl { .. } => USAGE,
+        _ => FAILURE,
+    }
+}
+
+/// One line for stderr: what happened and, where it helps, what to do.
+pub fn message_for(error: &Error) -> String {
+    match error {
+        Error::Connect { .. } => format!(
+            "error: {error} (is RabbitMQ running there? set the broker with --url or AMQP_URL)"
+        ),
+        Error::NoRoute { .. } => {
+            format!("error: {error}; start one with `rabbit-rpc serve fib`")
+        }
+        Error::NoServer { .. } => {
+            format!("error: {error}; start one with `rabbit-rpc serve fib`")
+        }
+        _ => format!("error: {error}"),
+    }
+}

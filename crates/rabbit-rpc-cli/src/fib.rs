@@ -1,0 +1,205 @@
+//! The fibonacci service: exact big-integer results, validated input.
+
+use num_bigint::BigUint;
+use num_traits::{One, Zero};
+use rabbit_rpc::{Handler, Request, Response, Status};
+
+/// The largest `n` served unless configured otherwise (fib(100000) has 20899
+/// digits).
+pub const DEFAULT_MAX_N: u64 = 100_000;
+
+/// Up to this `n` the answer takes microseconds and is computed on the async
+/// reactor; above it, on the blocking pool so it stalls nothing.
+const INLINE_MAX_N: u64 = 5_000;
+
+/// fibonacci(n), exactly, by fast doubling: O(log n) big-integer
+/// multiplications instead of the tutorial's exponential recursion.
+///
+/// F(2k) = F(k)·(2·F(k+1) − F(k)) and F(2k+1) = F(k)² + F(k+1)².
+pub fn fibonacci(n: u64) -> BigUint {
+    let mut a = BigUint::zero(); // F(k)
+    let mut b = BigUint::one(); // F(k+1)
+    for bit in (0..u64::BITS - n.leading_zeros()).rev() {
+        let two_b_minus_a = (&b << 1u32) - &a;
+        let f2k = &a * two_b_minus_a;
+        let f2k1 = &a * &a + &b * &b;
+        if (n >> bit) & 1 == 0 {
+            a = f2k;
+            b = f2k1;
+        } else {
+            b = &f2k + &f2k1;
+            a = f2k1;
+        }
+    }
+    a
+}
+
+/// Reads `n` from a request body: decimal text, surrounding whitespace
+/// ignored, `0 <= n <= max_n`.
+///
+/// # Errors
+/// An `invalid_argument` status naming the accepted range.
+pub fn parse_n(body: &[u8], max_n: u64) -> Result<u64, Status> {
+    let expected = format!("expected a whole number n with 0 <= n <= {max_n}");
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Err(Status::invalid_argument(format!(
+            "request body is not valid UTF-8; {expected}"
+        )));
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "request body is empty; {expected}"
+        )));
+    }
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Status::invalid_argument(format!(
+            "'{}' is not a whole number; {expected}",
+            shorten(text)
+        )));
+    }
+    match text.parse::<u64>() {
+        Ok(n) if n <= max_n => Ok(n),
+        _ => Err(Status::invalid_argument(format!(
+            "n = {} is out of range; {expected}",
+            shorten(text)
+        ))),
+    }
+}
+
+/// Echoes at most 40 characters of user input.
+fn shorten(text: &str) -> String {
+    const MAX: usize = 40;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// The fibonacci RPC handler: body `n` as decimal text, reply fib(n) as
+/// decimal text.
+#[derive(Debug, Clone, Copy)]
+pub struct FibService {
+    max_n: u64,
+}
+
+impl FibService {
+    /// Serves `0..=max_n`.
+    pub fn new(max_n: u64) -> FibService {
+        FibService { max_n }
+    }
+}
+
+impl Default for FibService {
+    fn default() -> FibService {
+        FibService::new(DEFAULT_MAX_N)
+    }
+}
+
+impl Handler for FibService {
+    async fn call(&self, request: Request) -> Result<Response, Status> {
+        let n = parse_n(request.body(), self.max_n)?;
+        if n <= INLINE_MAX_N {
+            return Ok(fibonacci(n).to_string().into());
+        }
+        match tokio::task::spawn_blocking(move || fibonacci(n).to_string()).await {
+            Ok(text) => Ok(text.into()),
+            Err(_) => Err(Status::unavailable("the server is shutting down")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fib(n: u64) -> String {
+        fibonacci(n).to_string()
+    }
+
+    #[test]
+    fn known_values() {
+        assert_eq!(fib(0), "0");
+        assert_eq!(fib(1), "1");
+        assert_eq!(fib(2), "1");
+        assert_eq!(fib(3), "2");
+        assert_eq!(fib(10), "55");
+        assert_eq!(fib(30), "832040");
+        // The largest that fits in an i64 / u64, and the first that does not.
+        assert_eq!(fib(92), "7540113804746346429");
+        assert_eq!(fib(93), "12200160415121876738");
+        assert_eq!(fib(94), "19740274219868223167");
+        assert_eq!(
+            fib(1000),
+            "43466557686937456435688527675040625802564660517371780402481729089536555417949051890403879840079255169295922593080322634775209689623239873322471161642996440906533187938298969649928516003704476137795166849228875"
+        );
+    }
+
+    #[test]
+    fn matches_the_recurrence() {
+        let mut a = BigUint::zero();
+        let mut b = BigUint::one();
+        for n in 0..300 {
+            assert_eq!(fibonacci(n), a, "n = {n}");
+            let next = &a + &b;
+            a = std::mem::replace(&mut b, next);
+        }
+    }
+
+    #[test]
+    fn fib_100000_has_20899_digits() {
+        let text = fib(100_000);
+        assert_eq!(text.len(), 20899);
+        // Independently computed (Python's integers, by iteration).
+        assert!(text.starts_with("259740693472217241661550340212759154148804853865176965847247"));
+        assert!(text.ends_with("289236362349895374653428746875"));
+    }
+
+    #[test]
+    fn accepts_decimal_text_with_whitespace() {
+        assert_eq!(parse_n(b"30", 100), Ok(30));
+        assert_eq!(parse_n(b"  7\n", 100), Ok(7));
+        assert_eq!(parse_n(b"0", 100), Ok(0));
+        assert_eq!(parse_n(b"100", 100), Ok(100));
+        assert_eq!(parse_n(b"+5", 100), Ok(5));
+    }
+
+    #[test]
+    fn rejects_bad_input_naming_the_range() {
+        let cases: [&[u8]; 10] = [
+            b"-1",
+            b"101",
+            b"abc",
+            b"",
+            b"   ",
+            b"3.5",
+            b"12345678901234567890123456",
+            b"\xff\xfe",
+            b"{\"n\": 30}",
+            b"-",
+        ];
+        for body in cases {
+            let status = parse_n(body, 100).unwrap_err();
+            assert_eq!(status.code(), rabbit_rpc::Code::InvalidArgument);
+            assert!(
+                status.message().contains("0 <= n <= 100"),
+                "{body:?}: {}",
+                status.message()
+            );
+        }
+        assert!(
+            parse_n(b"-1", 100)
+                .unwrap_err()
+                .message()
+                .starts_with("n = -1 is out of range")
+        );
+    }
+
+    #[test]
+    fn long_input_is_not_echoed_whole() {
+        let body = "x".repeat(10_000);
+        let status = parse_n(body.as_bytes(), 100).unwrap_err();
+        assert!(status.message().len() < 200, "{}", status.message());
+    }
+}

@@ -1,0 +1,80 @@
+//! The `rabbit-rpc` command.
+
+use std::{io::Write, process::ExitCode};
+
+use clap::Parser;
+use rabbit_rpc_cli::{
+    call,
+    cli::{Cli, Command, Service},
+    exit, serve,
+};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.command);
+    install_panic_hook();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    ExitCode::from(runtime.block_on(run(cli)))
+}
+
+async fn run(cli: Cli) -> u8 {
+    let result = match &cli.command {
+        Command::Serve {
+            service: Service::Fib(args),
+        } => serve::serve_fib(&cli.url, args).await,
+        Command::Call(args) => match call::call(&cli.url, args).await {
+            Ok(reply) => {
+                let mut stdout = std::io::stdout().lock();
+                let written = stdout
+                    .write_all(reply.body())
+                    .and_then(|()| stdout.write_all(b"\n"))
+                    .and_then(|()| stdout.flush());
+                if let Err(error) = written {
+                    eprintln!("error: cannot write the reply: {error}");
+                    return exit::FAILURE;
+                }
+                Ok(())
+            }
+            Err(error) => Err(error),
+        },
+    };
+    match result {
+        Ok(()) => exit::OK,
+        Err(error) => {
+            eprintln!("{}", exit::message_for(&error));
+            exit::code_for(&error)
+        }
+    }
+}
+
+/// Logs go to stderr. `serve` logs at info; `call` keeps stderr for its one
+/// error line. `RUST_LOG` overrides both.
+fn init_logging(command: &Command) {
+    let default = match command {
+        Command::Serve { .. } => "info,lapin=error,amq_protocol=error",
+        Command::Call(_) => "error,lapin=off,amq_protocol=off",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// A panic is a bug; report it in one line rather than a backtrace dump.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!("internal error (a bug, please report it): {info}");
+    }));
+}

@@ -1,0 +1,165 @@
+//! Where the broker is and how to reach it: URL parsing, password
+//! redaction and connecting with a bounded wait.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use lapin::{Connection, ConnectionProperties, uri::AMQPUri};
+
+use crate::Error;
+
+/// The URL used when none is given: a local RabbitMQ with the default
+/// `guest` account and virtual host `/`.
+pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// How long [`BrokerUrl::connect`] waits by default for the TCP connection
+/// and the AMQP handshake together.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The heartbeat interval asked for when the URL does not set one, so a dead
+/// peer is noticed in tens of seconds rather than the broker's default 60.
+pub const DEFAULT_HEARTBEAT_SECS: u16 = 10;
+
+/// A parsed AMQP URL (`amqp://user:password@host:port/vhost?options`).
+///
+/// Its [`Display`](fmt::Display) never shows the password, so it is safe to
+/// put in logs and error messages.
+#[derive(Clone)]
+pub struct BrokerUrl {
+    uri: AMQPUri,
+}
+
+impl BrokerUrl {
+    /// Parses an AMQP URL.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] when the text is not an `amqp://` or `amqps://`
+    /// URL.
+    pub fn parse(url: &str) -> Result<BrokerUrl, Error> {
+        let mut uri = AMQPUri::from_str(url).map_err(|reason| Error::InvalidUrl {
+            // The raw text may hold a password: name only its scheme-less shape.
+            reason: redact_message(&reason, url),
+        })?;
+        if uri.query.heartbeat.is_none() {
+            uri.query.heartbeat = Some(DEFAULT_HEARTBEAT_SECS);
+        }
+        Ok(BrokerUrl { uri })
+    }
+
+    /// `host:port`, the part people need to see when a connection fails.
+    pub fn endpoint(&self) -> String {
+        format!("{}:{}", self.uri.authority.host, self.uri.authority.port)
+    }
+
+    /// Opens a connection, giving up after `timeout`.
+    ///
+    /// `name` is shown as the connection name in RabbitMQ's management UI and
+    /// `rabbitmqctl list_connections`.
+    ///
+    /// # Errors
+    /// [`Error::Connect`] when the broker refuses, cannot be reached, rejects
+    /// the login, or does not answer within `timeout`.
+    pub async fn connect(&self, name: &str, timeout: Duration) -> Result<Connection, Error> {
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
+        let connecting = Connection::connect_uri(self.uri.clone(), properties);
+        match tokio::time::timeout(timeout, connecting).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(source)) => Err(Error::Connect {
+                endpoint: self.endpoint(),
+                reason: describe_connect_error(&source),
+            }),
+            Err(_) => Err(Error::Connect {
+                endpoint: self.endpoint(),
+                reason: format!("no answer within {}", crate::fmt_duration(timeout)),
+            }),
+        }
+    }
+}
+
+impl FromStr for BrokerUrl {
+    type Err = Error;
+
+    fn from_str(url: &str) -> Result<BrokerUrl, Error> {
+        BrokerUrl::parse(url)
+    }
+}
+
+impl fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.uri.scheme {
+            lapin::uri::AMQPScheme::AMQP => "amqp",
+            lapin::uri::AMQPScheme::AMQPS => "amqps",
+        };
+        let vhost = self.uri.vhost.replace('/', "%2f");
+        write!(
+            f,
+            "{scheme}://{}@{}/{vhost}",
+            self.uri.authority.userinfo.username,
+            self.endpoint()
+        )
+    }
+}
+
+impl fmt::Debug for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BrokerUrl({self})")
+    }
+}
+
+/// One short phrase for a failed connect, without lapin's internal wording.
+fn describe_connect_error(error: &lapin::Error) -> String {
+    use lapin::ErrorKind;
+    match error.kind() {
+        ErrorKind::IOError(io) => match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+            _ => io.to_string(),
+        },
+        ErrorKind::ProtocolError(amqp) => {
+            format!("the broker refused the connection: {}", amqp.get_message())
+        }
+        _ => error.to_string(),
+    }
+}
+
+/// Removes the raw URL (which may hold a password) from a parser message.
+fn redact_message(reason: &str, url: &str) -> String {
+    if url.is_empty() {
+        return reason.to_owned();
+    }
+    reason.replace(url, "<url>")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_hides_the_password() {
+        let url = BrokerUrl::parse("amqp://alice:s3cret@broker.example:5673/prod").unwrap();
+        let shown = url.to_string();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert_eq!(shown, "amqp://alice@broker.example:5673/prod");
+        assert!(!format!("{url:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn default_url_is_local_guest() {
+        let url = BrokerUrl::parse(DEFAULT_URL).unwrap();
+        assert_eq!(url.endpoint(), "127.0.0.1:5672");
+        assert_eq!(url.to_string(), "amqp://guest@127.0.0.1:5672/%2f");
+    }
+
+    #[test]
+    fn heartbeat_defaults_but_respects_the_url() {
+        let url = BrokerUrl::parse("amqp://127.0.0.1").unwrap();
+        assert_eq!(url.uri.query.heartbeat, Some(DEFAULT_HEARTBEAT_SECS));
+        let url = BrokerUrl::parse("amqp://127.0.0.1?heartbeat=3").unwrap();
+        assert_eq!(url.uri.query.heartbeat, Some(3));
+    }
+
+    #[test]
+    fn bad_urls_are_rejected_without_echoing_secrets() {
+        let err = BrokerUrl::parse("http://u:topsecret@host").unwrap_err();
+        assert!(!err.to_string().contains("topsecret"), "{err}");
+        assert!(BrokerUrl::parse("not a url").is_err());
+    }
+}

@@ -1,0 +1,175 @@
+//! Everything that can go wrong with a call, a client or a server.
+
+use std::time::Duration;
+
+use crate::{Code, Status, fmt_duration};
+
+/// The error type of this crate.
+///
+/// Each variant says what happened in words a user can act on; ask it
+/// questions ([`Error::is_timeout`], [`Error::status`], [`Error::code`])
+/// rather than matching on internals when deciding whether to retry.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The broker URL could not be parsed.
+    #[error("invalid broker URL: {reason}")]
+    InvalidUrl {
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The broker could not be reached or refused the connection.
+    #[error("cannot reach the broker at {endpoint}: {reason}")]
+    Connect {
+        /// `host:port` that was tried.
+        endpoint: String,
+        /// Why it failed, in a short phrase.
+        reason: String,
+    },
+
+    /// No queue of that name exists, so the broker could not route the
+    /// request (it came back as unroutable).
+    #[error("no queue named '{queue}' (is a server for it running?)")]
+    NoRoute {
+        /// The queue the request was addressed to.
+        queue: String,
+    },
+
+    /// The queue exists but no server is consuming from it.
+    #[error("queue '{queue}' exists but no server is consuming from it")]
+    NoServer {
+        /// The queue the request was addressed to.
+        queue: String,
+    },
+
+    /// No reply arrived within the call's timeout.
+    #[error("no reply from queue '{queue}' within {}", fmt_duration(*.after))]
+    Timeout {
+        /// The queue the request was addressed to.
+        queue: String,
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+
+    /// The server answered with an error status.
+    #[error("server error: {0}")]
+    Remote(Status),
+
+    /// The broker refused to take the request (a negative publisher confirm).
+    #[error("the broker refused the request for queue '{queue}'")]
+    Rejected {
+        /// The queue the request was addressed to.
+        queue: String,
+    },
+
+    /// The connection (or channel) to the broker closed while in use.
+    #[error("connection to the broker lost: {reason}")]
+    ConnectionLost {
+        /// What closed it, as far as is known.
+        reason: String,
+    },
+
+    /// Declaring a queue failed, typically because it already exists with
+    /// different settings.
+    #[error("cannot declare queue '{queue}': {reason}")]
+    Declare {
+        /// The queue.
+        queue: String,
+        /// The broker's reason.
+        reason: String,
+    },
+
+    /// Any other AMQP failure.
+    #[error("AMQP error: {0}")]
+    Amqp(#[source] lapin::Error),
+}
+
+impl Error {
+    /// The status code that best describes this error: the remote code for
+    /// [`Error::Remote`], otherwise the client-side equivalent.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Remote(status) => status.code(),
+            Error::InvalidUrl { .. } => Code::InvalidArgument,
+            Error::Timeout { .. } => Code::DeadlineExceeded,
+            Error::NoRoute { .. } => Code::NotFound,
+            Error::Declare { .. } => Code::InvalidArgument,
+            Error::Connect { .. }
+            | Error::NoServer { .. }
+            | Error::Rejected { .. }
+            | Error::ConnectionLost { .. }
+            | Error::Amqp(_) => Code::Unavailable,
+        }
+    }
+
+    /// The server's status when the server answered with an error.
+    pub fn status(&self) -> Option<&Status> {
+        match self {
+            Error::Remote(status) => Some(status),
+            _ => None,
+        }
+    }
+
+    /// True when no reply came in time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
+    }
+
+    /// True when the broker could not be reached at all.
+    pub fn is_connect(&self) -> bool {
+        matches!(self, Error::Connect { .. })
+    }
+
+    /// True when there is nobody to take the request: no such queue, or no
+    /// consumer on it.
+    pub fn is_no_server(&self) -> bool {
+        matches!(self, Error::NoRoute { .. } | Error::NoServer { .. })
+    }
+
+    /// True when the connection dropped while in use.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, Error::ConnectionLost { .. })
+    }
+
+    /// Classifies a lapin error raised while using an open connection.
+    pub(crate) fn from_lapin(error: lapin::Error) -> Error {
+        use lapin::ErrorKind;
+        match error.kind() {
+            ErrorKind::IOError(_)
+            | ErrorKind::InvalidChannelState(..)
+            | ErrorKind::InvalidConnectionState(_)
+            | ErrorKind::MissingHeartbeatError => Error::ConnectionLost {
+                reason: error.to_string(),
+            },
+            _ => Error::Amqp(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_say_what_happened() {
+        let timeout = Error::Timeout {
+            queue: "rpc_queue".into(),
+            after: Duration::from_millis(1500),
+        };
+        assert_eq!(
+            timeout.to_string(),
+            "no reply from queue 'rpc_queue' within 1.5s"
+        );
+        assert!(timeout.is_timeout());
+        assert_eq!(timeout.code(), Code::DeadlineExceeded);
+
+        let remote = Error::Remote(Status::invalid_argument("n = -1 is out of range"));
+        assert_eq!(
+            remote.to_string(),
+            "server error: invalid_argument: n = -1 is out of range"
+        );
+        assert_eq!(remote.code(), Code::InvalidArgument);
+        assert!(remote.status().is_some());
+    }
+}

@@ -1,0 +1,168 @@
+//! The wire protocol: which AMQP properties and headers a request and a reply
+//! carry, and how a reply says whether it succeeded. `docs/PROTOCOL.md` is the
+//! prose version of this module.
+//!
+//! Everything here is compatible with RabbitMQ's tutorial 6: a request is a
+//! message with `reply_to` and `correlation_id`; a reply is a message to
+//! `reply_to` with the same `correlation_id`. What we add is one header,
+//! [`STATUS_HEADER`], that plain tutorial peers ignore.
+
+use lapin::{
+    BasicProperties,
+    types::{AMQPValue, FieldTable, ShortString},
+};
+
+use crate::{Code, Status};
+
+/// Reply header naming the outcome as a [`Code`] wire name (`"ok"`,
+/// `"invalid_argument"`, …). A reply without it is a success, so replies from
+/// plain tutorial servers work.
+pub const STATUS_HEADER: &str = "rpc-status";
+
+/// Direct reply-to pseudo-queue: replies go straight to the requesting
+/// channel, with no queue to declare or clean up.
+pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// Content type of the body of an error reply: the UTF-8 message.
+pub const ERROR_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+
+/// A successful reply's body and content type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    body: Vec<u8>,
+    content_type: Option<String>,
+}
+
+impl Reply {
+    pub(crate) fn from_parts(body: Vec<u8>, content_type: Option<String>) -> Reply {
+        Reply { body, content_type }
+    }
+
+    /// The reply body as sent.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Takes the body.
+    pub fn into_body(self) -> Vec<u8> {
+        self.body
+    }
+
+    /// The body as text, with invalid UTF-8 replaced.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.body)
+    }
+
+    /// The `content_type` property of the reply, if the server set one.
+    pub fn content_type(&self) -> Option<&str> {
+        self.content_type.as_deref()
+    }
+}
+
+/// Properties of a request: `reply_to`, `correlation_id` and, when given,
+/// `content_type`.
+pub(crate) fn request_properties(
+    reply_to: &str,
+    correlation_id: &str,
+    content_type: Option<&str>,
+) -> BasicProperties {
+    let properties = BasicProperties::default()
+        .with_reply_to(reply_to.into())
+        .with_correlation_id(correlation_id.into());
+    match content_type {
+        Some(content_type) => properties.with_content_type(content_type.into()),
+        None => properties,
+    }
+}
+
+/// Properties of a reply to a request with `correlation_id`.
+///
+/// A success carries the handler's content type, or else the request's (so a
+/// `text/plain` request gets a `text/plain` reply); an error carries
+/// [`ERROR_CONTENT_TYPE`] and its message as the body.
+pub(crate) fn reply_properties(
+    correlation_id: Option<&ShortString>,
+    code: Code,
+    content_type: Option<ShortString>,
+) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    // A long string: RabbitMQ rejects the short-string field type ('s') in
+    // tables and closes the connection.
+    headers.insert(
+        STATUS_HEADER.into(),
+        AMQPValue::LongString(code.as_str().into()),
+    );
+    let mut properties = BasicProperties::default().with_headers(headers);
+    if let Some(id) = correlation_id {
+        properties = properties.with_correlation_id(id.clone());
+    }
+    if let Some(content_type) = content_type {
+        properties = properties.with_content_type(content_type);
+    }
+    properties
+}
+
+/// Reads a reply: [`STATUS_HEADER`] absent or `"ok"` is a success, anything
+/// else an error whose message is the body.
+pub(crate) fn decode_reply(properties: &BasicProperties, body: Vec<u8>) -> Result<Reply, Status> {
+    let code = status_header(properties).map_or(Code::Ok, Code::from_wire);
+    if code == Code::Ok {
+        let content_type = properties.content_type().as_ref().map(|c| c.to_string());
+        return Ok(Reply::from_parts(body, content_type));
+    }
+    Err(Status::new(code, String::from_utf8_lossy(&body)))
+}
+
+fn status_header(properties: &BasicProperties) -> Option<&str> {
+    let headers = properties.headers().as_ref()?;
+    match headers.inner().get(STATUS_HEADER)? {
+        AMQPValue::ShortString(value) => Some(value.as_str()),
+        AMQPValue::LongString(value) => std::str::from_utf8(value.as_bytes()).ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_without_status_header_is_a_success() {
+        let properties = BasicProperties::default().with_content_type("text/plain".into());
+        let reply = decode_reply(&properties, b"832040".to_vec()).unwrap();
+        assert_eq!(reply.text(), "832040");
+        assert_eq!(reply.content_type(), Some("text/plain"));
+    }
+
+    #[test]
+    fn error_replies_round_trip() {
+        let id: ShortString = "abc".into();
+        let properties = reply_properties(
+            Some(&id),
+            Code::InvalidArgument,
+            Some(ERROR_CONTENT_TYPE.into()),
+        );
+        assert_eq!(properties.correlation_id().as_ref(), Some(&id));
+        let status = decode_reply(&properties, b"n must be at least 0".to_vec()).unwrap_err();
+        assert_eq!(status, Status::invalid_argument("n must be at least 0"));
+    }
+
+    #[test]
+    fn ok_replies_round_trip() {
+        let properties = reply_properties(None, Code::Ok, None);
+        assert_eq!(decode_reply(&properties, b"1".to_vec()).unwrap().body(), b"1");
+    }
+
+    #[test]
+    fn unknown_codes_stay_errors() {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            STATUS_HEADER.into(),
+            AMQPValue::LongString("quota_exceeded".into()),
+        );
+        let properties = BasicProperties::default().with_headers(headers);
+        let status = decode_reply(&properties, b"slow down".to_vec()).unwrap_err();
+        assert_eq!(status.code(), Code::Unknown);
+        assert_eq!(status.message(), "slow down");
+    }
+}

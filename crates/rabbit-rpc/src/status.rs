@@ -1,0 +1,177 @@
+//! The one vocabulary of outcomes shared by client, server, CLI and docs.
+
+use std::fmt;
+
+/// What happened to a call, as a machine-readable code.
+///
+/// The code travels on the wire as its [`Code::as_str`] name in the
+/// `rpc-status` header of a reply (see `docs/PROTOCOL.md`). The client maps
+/// its own failures (timeouts, unroutable requests, lost connections) onto the
+/// same codes, so callers can branch on one enum whatever the failure's origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Code {
+    /// The call succeeded.
+    Ok,
+    /// The request was malformed or its arguments were out of range; retrying
+    /// the same request will fail the same way.
+    InvalidArgument,
+    /// The deadline passed before the call completed.
+    DeadlineExceeded,
+    /// The request named something that does not exist (for example a queue
+    /// no server declared).
+    NotFound,
+    /// A limit was hit (for example the request body is too large).
+    ResourceExhausted,
+    /// The service cannot be reached right now; retrying later may succeed.
+    Unavailable,
+    /// The server does not implement what was asked.
+    Unimplemented,
+    /// The server failed while handling the request (a bug or a panic).
+    Internal,
+    /// A code this version does not know, received from a peer.
+    Unknown,
+}
+
+impl Code {
+    /// The code's name on the wire, e.g. `"invalid_argument"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Ok => "ok",
+            Code::InvalidArgument => "invalid_argument",
+            Code::DeadlineExceeded => "deadline_exceeded",
+            Code::NotFound => "not_found",
+            Code::ResourceExhausted => "resource_exhausted",
+            Code::Unavailable => "unavailable",
+            Code::Unimplemented => "unimplemented",
+            Code::Internal => "internal",
+            Code::Unknown => "unknown",
+        }
+    }
+
+    /// Parses a wire name; names this version does not know become
+    /// [`Code::Unknown`].
+    pub fn from_wire(name: &str) -> Code {
+        match name {
+            "ok" => Code::Ok,
+            "invalid_argument" => Code::InvalidArgument,
+            "deadline_exceeded" => Code::DeadlineExceeded,
+            "not_found" => Code::NotFound,
+            "resource_exhausted" => Code::ResourceExhausted,
+            "unavailable" => Code::Unavailable,
+            "unimplemented" => Code::Unimplemented,
+            "internal" => Code::Internal,
+            _ => Code::Unknown,
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error outcome that crosses the wire: a [`Code`] and a human message.
+///
+/// Handlers return it to fail a call; the client hands it back inside
+/// [`Error::Remote`](crate::Error::Remote).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    code: Code,
+    message: String,
+}
+
+impl Status {
+    /// A status with the given code and message.
+    pub fn new(code: Code, message: impl Into<String>) -> Status {
+        Status {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// [`Code::InvalidArgument`]: the request itself is wrong.
+    pub fn invalid_argument(message: impl Into<String>) -> Status {
+        Status::new(Code::InvalidArgument, message)
+    }
+
+    /// [`Code::DeadlineExceeded`]: the caller's deadline has passed.
+    pub fn deadline_exceeded(message: impl Into<String>) -> Status {
+        Status::new(Code::DeadlineExceeded, message)
+    }
+
+    /// [`Code::ResourceExhausted`]: a limit was hit.
+    pub fn resource_exhausted(message: impl Into<String>) -> Status {
+        Status::new(Code::ResourceExhausted, message)
+    }
+
+    /// [`Code::Unavailable`]: try again later.
+    pub fn unavailable(message: impl Into<String>) -> Status {
+        Status::new(Code::Unavailable, message)
+    }
+
+    /// [`Code::Unimplemented`]: the server does not do that.
+    pub fn unimplemented(message: impl Into<String>) -> Status {
+        Status::new(Code::Unimplemented, message)
+    }
+
+    /// [`Code::Internal`]: the server failed.
+    pub fn internal(message: impl Into<String>) -> Status {
+        Status::new(Code::Internal, message)
+    }
+
+    /// The code.
+    pub fn code(&self) -> Code {
+        self.code
+    }
+
+    /// The human-readable message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for Status {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Code; 9] = [
+        Code::Ok,
+        Code::InvalidArgument,
+        Code::DeadlineExceeded,
+        Code::NotFound,
+        Code::ResourceExhausted,
+        Code::Unavailable,
+        Code::Unimplemented,
+        Code::Internal,
+        Code::Unknown,
+    ];
+
+    #[test]
+    fn wire_names_round_trip() {
+        for code in ALL {
+            assert_eq!(Code::from_wire(code.as_str()), code);
+        }
+    }
+
+    #[test]
+    fn unknown_names_map_to_unknown() {
+        assert_eq!(Code::from_wire("teapot"), Code::Unknown);
+        assert_eq!(Code::from_wire(""), Code::Unknown);
+    }
+
+    #[test]
+    fn display_shows_code_and_message() {
+        let status = Status::invalid_argument("n must be at least 0");
+        assert_eq!(status.to_string(), "invalid_argument: n must be at least 0");
+    }
+}
