@@ -39,9 +39,9 @@ pub fn code_for(error: &Error) -> u8 {
 /// One line for stderr: what happened and, where it helps, what to do.
 pub fn message_for(error: &Error) -> String {
     match error {
-        Error::Connect { .. } => format!(
-            "error: {error} (is RabbitMQ running there? set the broker with --url or AMQP_URL)"
-        ),
+        Error::Connect { .. } => {
+            format!("error: {error} (the broker is set with --url or AMQP_URL)")
+        }
         Error::NoRoute { .. } => {
             format!("error: {error}; start one with `rabbit-rpc serve fib`")
         }

@@ -65,11 +65,18 @@ impl BrokerUrl {
             Ok(Ok(connection)) => Ok(connection),
             Ok(Err(source)) => Err(Error::Connect {
                 endpoint: self.endpoint(),
-                reason: describe_connect_error(&source),
+                reason: describe_connect_error(
+                    &source,
+                    &self.uri.authority.userinfo.username,
+                    &self.uri.vhost,
+                ),
             }),
             Err(_) => Err(Error::Connect {
                 endpoint: self.endpoint(),
-                reason: format!("no answer within {}", crate::fmt_duration(timeout)),
+                reason: format!(
+                    "no AMQP handshake within {}; is that a RabbitMQ port, and reachable?",
+                    crate::fmt_duration(timeout)
+                ),
             }),
         }
     }
@@ -105,16 +112,26 @@ impl fmt::Debug for BrokerUrl {
     }
 }
 
-/// One short phrase for a failed connect, without lapin's internal wording.
-fn describe_connect_error(error: &lapin::Error) -> String {
+/// One short phrase for a failed connect, with what to check, without
+/// lapin's internal wording.
+fn describe_connect_error(error: &lapin::Error, user: &str, vhost: &str) -> String {
     use lapin::ErrorKind;
     match error.kind() {
         ErrorKind::IOError(io) => match io.kind() {
-            std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+            std::io::ErrorKind::ConnectionRefused => {
+                "connection refused; is RabbitMQ running there?".to_owned()
+            }
             _ => io.to_string(),
         },
-        ErrorKind::ProtocolError(amqp) => {
-            format!("the broker refused the connection: {}", amqp.get_message())
+        ErrorKind::ProtocolError(amqp) => match amqp.get_id() {
+            403 => format!("login refused for user '{user}'; check the user name and password"),
+            530 => format!(
+                "user '{user}' may not use virtual host '{vhost}'; check that it exists and the user's permissions"
+            ),
+            _ => format!("the broker refused the connection: {}", amqp.get_message()),
+        },
+        ErrorKind::ParsingError(_) | ErrorKind::InvalidProtocolVersion(_) => {
+            "the peer does not speak AMQP 0-9-1; is that a RabbitMQ port?".to_owned()
         }
         _ => error.to_string(),
     }

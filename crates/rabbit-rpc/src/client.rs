@@ -265,7 +265,9 @@ struct PendingConfirm {
 
 impl std::fmt::Debug for PendingConfirm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PendingConfirm").field("id", &self.id).finish()
+        f.debug_struct("PendingConfirm")
+            .field("id", &self.id)
+            .finish()
     }
 }
 

@@ -94,10 +94,7 @@ impl InFlight {
     /// Fails every waiting call with [`Error::ConnectionLost`] and refuses new
     /// ones.
     pub(crate) fn close(&self, reason: String) {
-        *self
-            .closed_reason
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
+        *self.closed_reason.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
         let calls = self.lock().take().unwrap_or_default();
         for (_, sender) in calls {
             let _ = sender.send(Err(Error::ConnectionLost {

@@ -150,7 +150,10 @@ mod tests {
     #[test]
     fn ok_replies_round_trip() {
         let properties = reply_properties(None, Code::Ok, None);
-        assert_eq!(decode_reply(&properties, b"1".to_vec()).unwrap().body(), b"1");
+        assert_eq!(
+            decode_reply(&properties, b"1".to_vec()).unwrap().body(),
+            b"1"
+        );
     }
 
     #[test]

@@ -346,7 +346,9 @@ impl<H: Handler> Shared<H> {
             Ok(_) => ack(&delivery).await,
             // Not acknowledged: the broker hands it to a server again when
             // this connection closes.
-            Err(error) => warn!(%error, "could not publish a reply; the request will be redelivered"),
+            Err(error) => {
+                warn!(%error, "could not publish a reply; the request will be redelivered")
+            }
         }
     }
 

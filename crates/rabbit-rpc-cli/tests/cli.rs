@@ -1,0 +1,190 @@
+//! The `rabbit-rpc` command as a user runs it: output, exit codes, messages.
+
+#[path = "../../rabbit-rpc/tests/common/mod.rs"]
+mod common;
+
+use std::{
+    process::{Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use lapin::{options::BasicConsumeOptions, types::FieldTable};
+use rabbit_rpc_cli::exit;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rabbit-rpc");
+
+async fn rabbit_rpc(args: &[&str]) -> Output {
+    let run = Command::new(BIN)
+        .args(args)
+        .env("AMQP_URL", common::url())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output();
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("rabbit-rpc hung")
+        .expect("run rabbit-rpc")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn code(output: &Output) -> u8 {
+    u8::try_from(output.status.code().expect("exited, not killed")).unwrap()
+}
+
+/// `rabbit-rpc serve fib` on `queue`, returned once it logged that it is
+/// ready.
+async fn serve(queue: &str) -> Child {
+    let mut child = Command::new(BIN)
+        .args(["serve", "fib", "--queue", queue])
+        .env("AMQP_URL", common::url())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start rabbit-rpc serve");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let ready = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("serving fib on queue") {
+                return line;
+            }
+        }
+        panic!("serve exited before it was ready");
+    };
+    let line = tokio::time::timeout(Duration::from_secs(30), ready)
+        .await
+        .expect("serve never said it was ready");
+    assert!(!line.contains(":guest@"), "password in log: {line}");
+    // Keep draining stderr so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    child
+}
+
+fn signal(child: &Child, signal: &str) {
+    let pid = child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn serve_and_call_like_the_tutorial_then_stop_cleanly_on_sigterm() {
+    let queue = common::unique_queue("cli_serve");
+    let mut server = serve(&queue).await;
+
+    let output = rabbit_rpc(&["call", "--queue", &queue]).await;
+    assert_eq!(stdout(&output), "832040\n", "{}", stderr(&output));
+    assert_eq!(code(&output), exit::OK);
+    assert_eq!(stderr(&output), "");
+
+    let output = rabbit_rpc(&["call", "--queue", &queue, "--", "-1"]).await;
+    assert_eq!(code(&output), exit::REMOTE_ERROR);
+    assert_eq!(stdout(&output), "");
+    let message = stderr(&output);
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(message.contains("invalid_argument"), "{message}");
+    assert!(message.contains("0 <= n <= 100000"), "{message}");
+
+    // Still serving, and the URL may come after the subcommand.
+    let output = rabbit_rpc(&["call", "10", "--queue", &queue, "--url", &common::url()]).await;
+    assert_eq!(stdout(&output), "55\n", "{}", stderr(&output));
+
+    signal(&server, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(10), server.wait())
+        .await
+        .expect("serve did not stop within 10 s of SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    common::delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn a_missing_queue_exits_no_server_at_once() {
+    let queue = common::unique_queue("cli_missing");
+    let started = Instant::now();
+    let output = rabbit_rpc(&["call", "--queue", &queue, "--timeout", "20s"]).await;
+    assert_eq!(code(&output), exit::NO_SERVER, "{}", stderr(&output));
+    assert!(stderr(&output).contains(&format!("no queue named '{queue}'")));
+    assert_eq!(stderr(&output).lines().count(), 1);
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn a_queue_without_a_server_exits_no_server_before_the_timeout() {
+    let queue = common::unique_queue("cli_no_consumer");
+    let (connection, channel) = common::raw_channel().await;
+    common::declare(&channel, &queue).await;
+    let started = Instant::now();
+    let output = rabbit_rpc(&["call", "--queue", &queue, "--timeout", "20s"]).await;
+    assert_eq!(code(&output), exit::NO_SERVER, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no server is consuming"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let _ = connection.close(200, "done".into()).await;
+    common::delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn a_server_that_does_not_answer_in_time_exits_timeout() {
+    let queue = common::unique_queue("cli_timeout");
+    let (connection, channel) = common::raw_channel().await;
+    common::declare(&channel, &queue).await;
+    let _silent = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let output = rabbit_rpc(&["call", "--queue", &queue, "--timeout", "500ms"]).await;
+    assert_eq!(code(&output), exit::TIMEOUT, "{}", stderr(&output));
+    assert_eq!(
+        stderr(&output),
+        format!("error: no reply from queue '{queue}' within 500ms\n")
+    );
+    let _ = connection.close(200, "done".into()).await;
+    common::delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_exits_cannot_connect_naming_it_without_the_password() {
+    let started = Instant::now();
+    let output = rabbit_rpc(&["--url", "amqp://guest:hunter2@127.0.0.1:1/%2f", "call"]).await;
+    assert_eq!(code(&output), exit::CANNOT_CONNECT);
+    let message = stderr(&output);
+    assert!(message.contains("127.0.0.1:1"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(started.elapsed() < Duration::from_secs(6));
+}
+
+#[tokio::test]
+async fn bad_arguments_are_usage_errors() {
+    let output = rabbit_rpc(&["--url", "http://nope", "call"]).await;
+    assert_eq!(code(&output), exit::USAGE, "{}", stderr(&output));
+    let output = rabbit_rpc(&["call", "--timeout", "soon"]).await;
+    assert_eq!(code(&output), exit::USAGE, "{}", stderr(&output));
+    assert!(stderr(&output).contains("500ms"), "{}", stderr(&output));
+    let output = rabbit_rpc(&["serve", "fib", "--prefetch", "0"]).await;
+    assert_eq!(code(&output), exit::USAGE, "{}", stderr(&output));
+}

@@ -1,0 +1,189 @@
+//! Shared helpers for the integration tests. Every test runs against the real
+//! broker at `AMQP_URL` (default: the local guest account) on queues of its
+//! own, so tests run in parallel and leave nothing behind.
+
+#![allow(dead_code, missing_docs)]
+
+use std::{future::Future, time::Duration};
+
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties,
+    options::{BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions},
+    types::{AMQPValue, FieldTable},
+};
+use rabbit_rpc::{Client, Error, Handler, Server};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+pub fn url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| rabbit_rpc::DEFAULT_URL.to_owned())
+}
+
+/// A queue name no other test uses.
+pub fn unique_queue(test: &str) -> String {
+    format!("test.{test}.{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Queue arguments that make the broker delete the queue a minute after its
+/// last consumer leaves, so even a test that panics cleans up.
+pub fn expiring() -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-expires".into(), AMQPValue::LongInt(60_000));
+    arguments
+}
+
+pub async fn client() -> Client {
+    Client::builder()
+        .url(url())
+        .connect()
+        .await
+        .expect("connect client")
+}
+
+/// A server running in the background until [`TestServer::stop`].
+pub struct TestServer {
+    pub queue: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), Error>>,
+}
+
+impl TestServer {
+    /// Binds `handler` on a fresh queue; when this returns the server is
+    /// consuming.
+    pub async fn start<H: Handler>(test: &str, handler: H) -> TestServer {
+        TestServer::start_with(test, handler, |builder| builder).await
+    }
+
+    pub async fn start_with<H: Handler>(
+        test: &str,
+        handler: H,
+        configure: impl FnOnce(rabbit_rpc::ServerBuilder) -> rabbit_rpc::ServerBuilder,
+    ) -> TestServer {
+        TestServer::start_on(unique_queue(test), handler, configure).await
+    }
+
+    /// Binds `handler` on `queue`, which may exist already.
+    pub async fn start_on<H: Handler>(
+        queue: String,
+        handler: H,
+        configure: impl FnOnce(rabbit_rpc::ServerBuilder) -> rabbit_rpc::ServerBuilder,
+    ) -> TestServer {
+        let builder = Server::builder()
+            .url(url())
+            .queue(&queue)
+            .queue_arguments(expiring());
+        let server = configure(builder).bind().await.expect("bind server");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve_with_shutdown(handler, async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            queue,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Shuts the server down gracefully, deletes its queue and returns how
+    /// `serve` ended.
+    pub async fn stop(self) -> Result<(), Error> {
+        let queue = self.queue.clone();
+        let result = self.drain().await;
+        delete_queue(&queue).await;
+        result
+    }
+
+    /// Shuts the server down gracefully, leaving its queue in place.
+    pub async fn drain(mut self) -> Result<(), Error> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.expect("server task")
+    }
+
+    /// Asks the server to shut down without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A plain lapin connection and channel, for playing a raw tutorial peer.
+pub async fn raw_channel() -> (Connection, Channel) {
+    let connection = Connection::connect(&url(), ConnectionProperties::default())
+        .await
+        .expect("raw connect");
+    let channel = connection.create_channel().await.expect("raw channel");
+    (connection, channel)
+}
+
+/// Declares `queue` the way our server does (non-durable, expiring).
+pub async fn declare(channel: &Channel, queue: &str) {
+    channel
+        .queue_declare(queue.into(), QueueDeclareOptions::default(), expiring())
+        .await
+        .expect("declare queue");
+}
+
+pub async fn publish(
+    channel: &Channel,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) {
+    channel
+        .basic_publish(
+            "".into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        .expect("publish");
+}
+
+pub async fn delete_queue(queue: &str) {
+    let (connection, channel) = raw_channel().await;
+    let _ = channel
+        .queue_delete(queue.into(), QueueDeleteOptions::default())
+        .await;
+    let _ = connection.close(200, "done".into()).await;
+}
+
+/// How many messages wait in `queue` (ready, not delivered).
+pub async fn ready_messages(queue: &str) -> u32 {
+    let (connection, channel) = raw_channel().await;
+    let declared = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("passive declare");
+    let _ = connection.close(200, "done".into()).await;
+    declared.message_count()
+}
+
+/// Polls `condition` until it holds, failing the test after `limit`.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,312 @@
+//! Calls that fail: each failure gets its own error, quickly, and leaves the
+//! client and the server in working order.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use futures_util::StreamExt;
+use lapin::{
+    BasicProperties,
+    options::{BasicConsumeOptions, BasicPublishOptions},
+    types::FieldTable,
+};
+use rabbit_rpc::{CallOptions, Client, Code, Request, Status, blocking_fn, handler_fn};
+
+fn short(timeout_ms: u64) -> CallOptions {
+    CallOptions::new().timeout(Duration::from_millis(timeout_ms))
+}
+
+#[tokio::test]
+async fn a_server_that_never_replies_gives_a_timeout_and_leaves_nothing_pending() {
+    let queue = common::unique_queue("never_replies");
+    let (connection, channel) = common::raw_channel().await;
+    common::declare(&channel, &queue).await;
+    // A consumer that takes requests and never answers or acknowledges.
+    let _silent = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+
+    let client = common::client().await;
+    let started = Instant::now();
+    let error = client
+        .call_with(&queue, "1", &short(400))
+        .await
+        .unwrap_err();
+    assert!(error.is_timeout(), "{error}");
+    assert_eq!(error.code(), Code::DeadlineExceeded);
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert_eq!(client.pending_calls(), 0);
+
+    let _ = connection.close(200, "done".into()).await;
+    common::delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn a_queue_that_does_not_exist_fails_at_once_with_no_route() {
+    let client = common::client().await;
+    let started = Instant::now();
+    let error = client
+        .call_with(&common::unique_queue("missing"), "1", &short(20_000))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, rabbit_rpc::Error::NoRoute { .. }),
+        "{error}"
+    );
+    assert!(error.is_no_server());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(client.pending_calls(), 0);
+    // The client is still usable.
+    let error = client
+        .call_with(&common::unique_queue("missing"), "1", &short(20_000))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, rabbit_rpc::Error::NoRoute { .. }),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_queue_without_consumers_fails_with_no_server_well_before_the_timeout() {
+    let queue = common::unique_queue("no_consumer");
+    let (connection, channel) = common::raw_channel().await;
+    common::declare(&channel, &queue).await;
+
+    let client = common::client().await;
+    let started = Instant::now();
+    let error = client
+        .call_with(&queue, "1", &short(20_000))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, rabbit_rpc::Error::NoServer { .. }),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(client.pending_calls(), 0);
+
+    let _ = connection.close(200, "done".into()).await;
+    common::delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn handler_errors_reach_the_caller_with_code_and_message() {
+    let server = TestServer::start(
+        "handler_error",
+        handler_fn(|_request: Request| async move {
+            Err::<Vec<u8>, _>(Status::resource_exhausted("too many widgets"))
+        }),
+    )
+    .await;
+    let client = common::client().await;
+    let error = client.call(&server.queue, "x").await.unwrap_err();
+    assert_eq!(
+        error.status(),
+        Some(&Status::resource_exhausted("too many widgets"))
+    );
+    assert_eq!(error.code(), Code::ResourceExhausted);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_panicking_handler_gives_an_internal_error_and_the_server_keeps_serving() {
+    let server = TestServer::start(
+        "panic",
+        handler_fn(|request: Request| async move {
+            if request.body() == b"boom" {
+                panic!("kaboom");
+            }
+            Ok::<_, Status>(request.into_body())
+        }),
+    )
+    .await;
+    let client = common::client().await;
+    for _ in 0..3 {
+        let error = client.call(&server.queue, "boom").await.unwrap_err();
+        let status = error.status().expect("an error reply");
+        assert_eq!(status.code(), Code::Internal);
+        assert!(status.message().contains("kaboom"), "{status}");
+        assert_eq!(client.call(&server.queue, "ok").await.unwrap().text(), "ok");
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_panicking_blocking_handler_is_caught_too() {
+    let server = TestServer::start(
+        "blocking_panic",
+        blocking_fn(|request: Request| -> Result<Vec<u8>, Status> {
+            assert_ne!(request.body(), b"boom", "blocking kaboom");
+            Ok(request.into_body())
+        }),
+    )
+    .await;
+    let client = common::client().await;
+    let error = client.call(&server.queue, "boom").await.unwrap_err();
+    assert_eq!(error.code(), Code::Internal, "{error}");
+    assert_eq!(client.call(&server.queue, "ok").await.unwrap().text(), "ok");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn closing_the_client_fails_waiting_calls_at_once_and_new_ones_too() {
+    let queue = common::unique_queue("close_client");
+    let (connection, channel) = common::raw_channel().await;
+    common::declare(&channel, &queue).await;
+    let _silent = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+
+    let client = common::client().await;
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        let queue = queue.clone();
+        async move { client.call_with(&queue, "1", &short(30_000)).await }
+    });
+    common::wait_until(Duration::from_secs(10), "the call is in flight", || async {
+        client.pending_calls() == 1
+    })
+    .await;
+    let started = Instant::now();
+    client.close().await.unwrap();
+    let error = waiting.await.unwrap().unwrap_err();
+    assert!(error.is_connection_lost(), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let error = client
+        .call_with(&queue, "2", &short(30_000))
+        .await
+        .unwrap_err();
+    assert!(error.is_connection_lost(), "{error}");
+
+    let _ = connection.close(200, "done".into()).await;
+    common::delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn replies_with_unknown_correlation_ids_are_dropped_and_counted() {
+    // A raw server that first answers with a stranger's correlation id, then
+    // with the right one.
+    let queue = common::unique_queue("unknown_reply");
+    let (connection, channel) = common::raw_channel().await;
+    common::declare(&channel, &queue).await;
+    let mut requests = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let server = tokio::spawn(async move {
+        let request = requests.next().await.unwrap().unwrap();
+        let reply_to = request.properties.reply_to().clone().unwrap();
+        let id = request.properties.correlation_id().clone().unwrap();
+        for (correlation_id, body) in [("not-yours", &b"wrong"[..]), (id.as_str(), b"right")] {
+            channel
+                .basic_publish(
+                    "".into(),
+                    reply_to.clone(),
+                    BasicPublishOptions::default(),
+                    body,
+                    BasicProperties::default().with_correlation_id(correlation_id.into()),
+                )
+                .await
+                .unwrap();
+        }
+        channel
+    });
+
+    let client = common::client().await;
+    let reply = client.call(&queue, "1").await.unwrap();
+    assert_eq!(reply.text(), "right");
+    assert_eq!(client.unknown_replies(), 1);
+    assert_eq!(client.pending_calls(), 0);
+
+    server.await.unwrap();
+    let _ = connection.close(200, "done".into()).await;
+    common::delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_fails_fast_naming_host_and_port_but_no_password() {
+    let started = Instant::now();
+    let error = Client::builder()
+        .url("amqp://guest:hunter2@127.0.0.1:1/%2f")
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(error.is_connect(), "{error}");
+    let message = error.to_string();
+    assert!(message.contains("127.0.0.1:1"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(6));
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_a_connect_error_that_does_not_show_it() {
+    let error = Client::builder()
+        .url("amqp://guest:not-the-password@127.0.0.1:5672/%2f")
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(error.is_connect(), "{error}");
+    assert!(!error.to_string().contains("not-the-password"), "{error}");
+}
+
+#[tokio::test]
+async fn a_port_that_never_speaks_amqp_fails_within_the_connect_timeout() {
+    // Accepts the TCP connection and then says nothing, like a firewall or a
+    // hung process would.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _accepting = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let started = Instant::now();
+    let error = Client::builder()
+        .url(format!("amqp://guest:guest@127.0.0.1:{port}/%2f"))
+        .connect_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(error.is_connect(), "{error}");
+    assert!(
+        error.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

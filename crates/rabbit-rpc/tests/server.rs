@@ -1,0 +1,180 @@
+//! The server against raw peers: requests it cannot answer, and draining on
+//! shutdown.
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use common::TestServer;
+use futures_util::{StreamExt, future::join_all};
+use lapin::{
+    BasicProperties,
+    options::{BasicConsumeOptions, QueueDeclareOptions},
+    types::FieldTable,
+};
+use rabbit_rpc::{Request, Status, handler_fn, protocol::STATUS_HEADER};
+use tokio::sync::Semaphore;
+
+fn echo() -> impl rabbit_rpc::Handler {
+    handler_fn(|request: Request| async move { Ok::<_, Status>(request.into_body()) })
+}
+
+/// An exclusive reply queue for a raw client, as the tutorial's client uses.
+async fn reply_queue(channel: &lapin::Channel) -> (String, lapin::Consumer) {
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions::exclusive(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let name = queue.name().to_string();
+    let consumer = channel
+        .basic_consume(
+            name.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    (name, consumer)
+}
+
+#[tokio::test]
+async fn a_request_without_correlation_id_gets_an_error_reply() {
+    let server = TestServer::start("no_correlation_id", echo()).await;
+    let (connection, channel) = common::raw_channel().await;
+    let (reply_to, mut replies) = reply_queue(&channel).await;
+    let properties = BasicProperties::default().with_reply_to(reply_to.as_str().into());
+    common::publish(&channel, &server.queue, b"1", properties).await;
+
+    let reply = tokio::time::timeout(Duration::from_secs(10), replies.next())
+        .await
+        .expect("an error reply")
+        .unwrap()
+        .unwrap();
+    let headers = reply.properties.headers().clone().unwrap();
+    let status = headers.inner().get(STATUS_HEADER).unwrap();
+    assert_eq!(
+        status,
+        &lapin::types::AMQPValue::LongString("invalid_argument".into())
+    );
+    assert!(
+        String::from_utf8_lossy(&reply.data).contains("correlation_id"),
+        "{:?}",
+        String::from_utf8_lossy(&reply.data)
+    );
+
+    let _ = connection.close(200, "done".into()).await;
+    let client = common::client().await;
+    assert_eq!(
+        client.call(&server.queue, "still").await.unwrap().text(),
+        "still"
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn unanswerable_requests_are_acknowledged_and_dropped_not_requeued() {
+    let server = TestServer::start("unanswerable", echo()).await;
+    let queue = server.queue.clone();
+    let (connection, channel) = common::raw_channel().await;
+    // No reply_to: nowhere to answer. reply_to = the request queue: answering
+    // would feed the server its own reply, forever.
+    common::publish(
+        &channel,
+        &queue,
+        b"1",
+        BasicProperties::default().with_correlation_id("a".into()),
+    )
+    .await;
+    common::publish(
+        &channel,
+        &queue,
+        b"2",
+        BasicProperties::default()
+            .with_correlation_id("b".into())
+            .with_reply_to(queue.as_str().into()),
+    )
+    .await;
+    let _ = connection.close(200, "done".into()).await;
+
+    // The server keeps serving, and after it has drained nothing is left:
+    // neither message came back to the queue.
+    let client = common::client().await;
+    assert_eq!(client.call(&queue, "still").await.unwrap().text(), "still");
+    server.drain().await.unwrap();
+    assert_eq!(common::ready_messages(&queue).await, 0);
+    common::delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn shutdown_finishes_requests_in_hand_and_returns_the_rest_to_the_queue() {
+    // One request at a time; each waits for a permit the test hands out.
+    let gate = Arc::new(Semaphore::new(0));
+    let handler = {
+        let gate = Arc::clone(&gate);
+        handler_fn(move |request: Request| {
+            let gate = Arc::clone(&gate);
+            async move {
+                gate.acquire().await.unwrap().forget();
+                Ok::<_, Status>(request.into_body())
+            }
+        })
+    };
+    let mut server =
+        TestServer::start_with("drain", handler, |b| b.concurrency(1).prefetch(10)).await;
+    let queue = server.queue.clone();
+
+    let client = common::client().await;
+    let calls: Vec<_> = (0..5)
+        .map(|i| {
+            let client = client.clone();
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                let options = rabbit_rpc::CallOptions::new().timeout(Duration::from_secs(30));
+                client.call_with(&queue, format!("{i}"), &options).await
+            })
+        })
+        .collect();
+    // All five delivered to the server (prefetched), one of them started.
+    common::wait_until(
+        Duration::from_secs(10),
+        "all requests are delivered",
+        || {
+            let queue = queue.clone();
+            async move { common::ready_messages(&queue).await == 0 }
+        },
+    )
+    .await;
+    common::wait_until(
+        Duration::from_secs(10),
+        "all calls are in flight",
+        || async { client.pending_calls() == 5 },
+    )
+    .await;
+
+    server.begin_shutdown();
+    gate.add_permits(1);
+    server.drain().await.unwrap();
+
+    // The request in hand was answered; the four others went back.
+    assert_eq!(common::ready_messages(&queue).await, 4);
+    assert_eq!(client.pending_calls(), 4);
+
+    // A new server picks them up and every caller gets its answer.
+    let server = TestServer::start_on(queue.clone(), echo(), |b| b).await;
+    let mut answers: Vec<String> = join_all(calls)
+        .await
+        .into_iter()
+        .map(|call| call.unwrap().unwrap().text().into_owned())
+        .collect();
+    answers.sort();
+    assert_eq!(answers, ["0", "1", "2", "3", "4"]);
+    server.stop().await.unwrap();
+}
