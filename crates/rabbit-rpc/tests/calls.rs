@@ -133,3 +133,57 @@ async fn a_handler_that_waits_does_not_hold_up_other_calls() {
     assert_eq!(slow.await.unwrap().unwrap().text(), "slow");
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_blocking_handler_does_not_stall_the_runtime() {
+    // `#[tokio::test]` is a single-threaded runtime: if `blocking_fn` ran the
+    // handler on it, the thread-blocking "block" call would stall every other
+    // call (and this test). The watchdog releases it after 20 s so a
+    // regression fails instead of hanging.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = std::sync::Mutex::new(released);
+    let server = TestServer::start(
+        "blocking_off_reactor",
+        rabbit_rpc::blocking_fn(move |request: Request| -> Result<Vec<u8>, Status> {
+            if request.body() == b"block" {
+                let _ = released.lock().unwrap().recv();
+            }
+            Ok(request.into_body())
+        }),
+    )
+    .await;
+    let client = common::client().await;
+    let blocked = tokio::spawn({
+        let client = client.clone();
+        let queue = server.queue.clone();
+        async move { client.call(&queue, "block").await }
+    });
+    let watchdog_release = release.clone();
+    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = {
+        let stalled = Arc::clone(&stalled);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(20));
+            stalled.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = watchdog_release.send(());
+        })
+    };
+    common::wait_until(
+        Duration::from_secs(10),
+        "the blocking call is in flight",
+        || async { client.pending_calls() == 1 },
+    )
+    .await;
+    for i in 0..10 {
+        let reply = client.call(&server.queue, format!("{i}")).await.unwrap();
+        assert_eq!(reply.text(), i.to_string());
+    }
+    assert!(
+        !stalled.load(std::sync::atomic::Ordering::SeqCst),
+        "other calls were answered only after the watchdog released the blocked one"
+    );
+    release.send(()).unwrap();
+    assert_eq!(blocked.await.unwrap().unwrap().text(), "block");
+    server.stop().await.unwrap();
+    drop(watchdog);
+}
