@@ -38,6 +38,9 @@ pub enum Command {
     /// Send one request and print the reply.
     #[command(allow_negative_numbers = true)]
     Call(CallArgs),
+    /// Drive a server with many calls in flight; report calls/s, latency
+    /// percentiles, errors and this client's CPU and memory.
+    Bench(BenchArgs),
 }
 
 /// The services `serve` can run.
@@ -81,6 +84,43 @@ pub struct CallArgs {
     /// The request body (for fib: n).
     #[arg(default_value = "30")]
     pub body: String,
+}
+
+/// `rabbit-rpc bench` options.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The request queue.
+    #[arg(long, default_value = rabbit_rpc::DEFAULT_QUEUE)]
+    pub queue: String,
+
+    /// How many calls to make.
+    #[arg(long, default_value_t = 10_000, conflicts_with = "duration")]
+    pub calls: u64,
+
+    /// Run for this long instead of a number of calls, e.g. 10s.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// How many calls to keep in flight at once.
+    #[arg(long, default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    pub inflight: usize,
+
+    /// The request body of every call.
+    #[arg(long, default_value = "30", allow_hyphen_values = true)]
+    pub body: String,
+
+    /// How long each call may wait for its reply.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Print the summary as JSON, on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Write a picture of the run (latency distribution, calls/s over time)
+    /// to this SVG file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<std::path::PathBuf>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -7,7 +7,7 @@ use std::{
 
 use clap::Parser;
 use rabbit_rpc_cli::{
-    call,
+    bench, call,
     cli::{Cli, Command, Service},
     exit, serve,
 };
@@ -50,6 +50,23 @@ async fn run(cli: Cli) -> u8 {
             }
             Err(error) => Err(error),
         },
+        Command::Bench(args) => match bench::bench(&cli.url, args).await {
+            Ok(summary) => {
+                println!("{}", summary.human());
+                if args.json {
+                    println!("{}", summary.json());
+                }
+                if summary.errors > 0 {
+                    eprintln!(
+                        "error: {} of {} calls failed",
+                        summary.errors, summary.calls
+                    );
+                    return exit::FAILURE;
+                }
+                Ok(())
+            }
+            Err(error) => Err(error),
+        },
     };
     match result {
         Ok(()) => exit::OK,
@@ -65,7 +82,7 @@ async fn run(cli: Cli) -> u8 {
 fn init_logging(command: &Command) {
     let default = match command {
         Command::Serve { .. } => "info,lapin=error,amq_protocol=error",
-        Command::Call(_) => "error,lapin=off,amq_protocol=off",
+        Command::Call(_) | Command::Bench(_) => "error,lapin=off,amq_protocol=off",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()

@@ -188,3 +188,59 @@ async fn bad_arguments_are_usage_errors() {
     let output = rabbit_rpc(&["serve", "fib", "--prefetch", "0"]).await;
     assert_eq!(code(&output), exit::USAGE, "{}", stderr(&output));
 }
+
+#[tokio::test]
+async fn bench_smoke_run_answers_every_call_and_ends_with_a_json_line() {
+    let queue = common::unique_queue("cli_bench");
+    let mut server = serve(&queue).await;
+    let report = std::env::temp_dir().join(format!("{queue}.svg"));
+    let output = rabbit_rpc(&[
+        "bench",
+        "--queue",
+        &queue,
+        "--calls",
+        "300",
+        "--inflight",
+        "20",
+        "--json",
+        "--report",
+        report.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code(&output), exit::OK, "{}", stderr(&output));
+    let text = stdout(&output);
+    let last = text.lines().last().expect("output");
+    let summary: serde_json::Value = serde_json::from_str(last).expect("last line is JSON");
+    assert_eq!(summary["calls"], 300, "{last}");
+    assert_eq!(summary["errors"], 0, "{last}");
+    for field in ["rps", "p50_ms", "p99_ms"] {
+        assert!(summary[field].as_f64().unwrap() > 0.0, "{field}: {last}");
+    }
+    let svg = std::fs::read_to_string(&report).expect("report written");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("Latency"),
+        "not an SVG report"
+    );
+    let _ = std::fs::remove_file(&report);
+
+    // Errors are counted by kind and make the run fail.
+    let output = rabbit_rpc(&[
+        "bench", "--queue", &queue, "--calls", "10", "--body", "-5", "--json",
+    ])
+    .await;
+    assert_eq!(code(&output), exit::FAILURE);
+    let text = stdout(&output);
+    let summary: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["errors_by_kind"]["remote_invalid_argument"], 10);
+
+    signal(&server, "-TERM");
+    let _ = server.wait().await;
+    common::delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn bench_without_a_server_fails_fast_like_call() {
+    let queue = common::unique_queue("cli_bench_missing");
+    let output = rabbit_rpc(&["bench", "--queue", &queue, "--calls", "10"]).await;
+    assert_eq!(code(&output), exit::NO_SERVER, "{}", stderr(&output));
+}
