@@ -39,6 +39,12 @@ impl BrokerUrl {
             // The raw text may hold a password: name only its scheme-less shape.
             reason: redact_message(&reason, url),
         })?;
+        // `amqp://host/` names the empty virtual host by the letter of the URI
+        // spec, which no broker has; Go's and Python's clients take it as
+        // `/`, and so do we.
+        if uri.vhost.is_empty() {
+            uri.vhost = "/".to_owned();
+        }
         if uri.query.heartbeat.is_none() {
             uri.query.heartbeat = Some(DEFAULT_HEARTBEAT_SECS);
         }
@@ -163,6 +169,18 @@ mod tests {
         let url = BrokerUrl::parse(DEFAULT_URL).unwrap();
         assert_eq!(url.endpoint(), "127.0.0.1:5672");
         assert_eq!(url.to_string(), "amqp://guest@127.0.0.1:5672/%2f");
+    }
+
+    #[test]
+    fn a_trailing_slash_means_the_default_vhost() {
+        for url in [
+            "amqp://127.0.0.1:5672/",
+            "amqp://127.0.0.1:5672",
+            "amqp://h/%2f",
+        ] {
+            assert_eq!(BrokerUrl::parse(url).unwrap().uri.vhost, "/", "{url}");
+        }
+        assert_eq!(BrokerUrl::parse("amqp://h/prod").unwrap().uri.vhost, "prod");
     }
 
     #[test]

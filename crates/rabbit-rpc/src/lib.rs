@@ -62,7 +62,8 @@ mod status;
 
 pub use broker::{BrokerUrl, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEARTBEAT_SECS, DEFAULT_URL};
 pub use client::{
-    CallOptions, Client, ClientBuilder, DEFAULT_NO_SERVER_CHECK, DEFAULT_TIMEOUT, ReplyQueue,
+    CallOptions, Client, ClientBuilder, DEFAULT_NO_SERVER_CHECK, DEFAULT_TIMEOUT, RETURN_SWEEP,
+    ReplyQueue,
 };
 pub use error::Error;
 pub use handler::{BlockingFn, Handler, HandlerFn, Request, Response, blocking_fn, handler_fn};

@@ -77,22 +77,27 @@ pub(crate) fn request_properties(
 
 /// Properties of a reply to a request with `correlation_id`.
 ///
-/// A success carries the handler's content type, or else the request's (so a
-/// `text/plain` request gets a `text/plain` reply); an error carries
-/// [`ERROR_CONTENT_TYPE`] and its message as the body.
+/// A success carries no [`STATUS_HEADER`] (its absence means `ok`, as with
+/// tutorial servers, and saves the broker parsing a header table on the
+/// hottest path) and the handler's content type, or else the request's (so a
+/// `text/plain` request gets a `text/plain` reply). An error carries its code
+/// in [`STATUS_HEADER`], [`ERROR_CONTENT_TYPE`], and its message as the body.
 pub(crate) fn reply_properties(
     correlation_id: Option<&ShortString>,
     code: Code,
     content_type: Option<ShortString>,
 ) -> BasicProperties {
-    let mut headers = FieldTable::default();
-    // A long string: RabbitMQ rejects the short-string field type ('s') in
-    // tables and closes the connection.
-    headers.insert(
-        STATUS_HEADER.into(),
-        AMQPValue::LongString(code.as_str().into()),
-    );
-    let mut properties = BasicProperties::default().with_headers(headers);
+    let mut properties = BasicProperties::default();
+    if code != Code::Ok {
+        let mut headers = FieldTable::default();
+        // A long string: RabbitMQ rejects the short-string field type ('s')
+        // in tables and closes the connection.
+        headers.insert(
+            STATUS_HEADER.into(),
+            AMQPValue::LongString(code.as_str().into()),
+        );
+        properties = properties.with_headers(headers);
+    }
     if let Some(id) = correlation_id {
         properties = properties.with_correlation_id(id.clone());
     }

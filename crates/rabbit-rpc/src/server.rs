@@ -312,7 +312,7 @@ impl<H: Handler> Shared<H> {
     /// Answers one delivery, then acknowledges it. A request that cannot be
     /// answered is acknowledged and dropped with a log line: requeueing it
     /// would only loop.
-    async fn process(&self, delivery: Delivery) {
+    async fn process(&self, mut delivery: Delivery) {
         let properties = &delivery.properties;
         let Some(reply_to) = properties.reply_to().clone() else {
             warn!(queue = %self.queue, "dropping a request without reply_to: there is nowhere to answer");
@@ -329,9 +329,9 @@ impl<H: Handler> Shared<H> {
             None => Err(Status::invalid_argument(
                 "the request has no correlation_id; set one so the reply can be matched",
             )),
-            Some(_) => self.run_handler(&delivery).await,
+            Some(_) => self.run_handler(&mut delivery).await,
         };
-        let (properties, body) = reply(correlation_id.as_ref(), properties, result);
+        let (properties, body) = reply(correlation_id.as_ref(), &delivery.properties, result);
         let published = self
             .replies
             .basic_publish(
@@ -352,9 +352,9 @@ impl<H: Handler> Shared<H> {
         }
     }
 
-    async fn run_handler(&self, delivery: &Delivery) -> Result<Response, Status> {
+    async fn run_handler(&self, delivery: &mut Delivery) -> Result<Response, Status> {
         let request = Request {
-            body: delivery.data.clone(),
+            body: std::mem::take(&mut delivery.data),
             content_type: delivery.properties.content_type().clone(),
             correlation_id: delivery.properties.correlation_id().clone(),
             redelivered: delivery.redelivered,

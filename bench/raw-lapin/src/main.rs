@@ -1,0 +1,193 @@
+//! A raw lapin RPC pair, for benchmarks only: what the tutorial's pattern
+//! costs with no library at all, tuned as measured in RABBITMQ-NOTES (direct
+//! reply-to, replies on their own channel, never one publish-and-ack at a
+//! time, current-thread runtime). No validation, no timeouts, no errors
+//! handled: it is the ceiling, not a product.
+//!
+//! ```text
+//! raw-lapin serve QUEUE [PREFETCH]
+//! raw-lapin bench QUEUE CALLS INFLIGHT BODY
+//! ```
+//! `bench` prints one JSON line with the same keys as `rabbit-rpc bench --json`.
+
+use std::{collections::HashMap, time::Instant};
+
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use lapin::{
+    BasicProperties, Connection, ConnectionProperties,
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+        QueueDeclareOptions,
+    },
+    types::FieldTable,
+};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let url = std::env::var("AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["serve", queue] => runtime.block_on(serve(&url, queue, 256)),
+        ["serve", queue, prefetch] => runtime.block_on(serve(&url, queue, prefetch.parse()?)),
+        ["bench", queue, calls, inflight, body] => {
+            runtime.block_on(bench(&url, queue, calls.parse()?, inflight.parse()?, body))
+        }
+        _ => Err(
+            "usage: raw-lapin serve QUEUE [PREFETCH] | raw-lapin bench QUEUE CALLS INFLIGHT BODY"
+                .into(),
+        ),
+    }
+}
+
+/// fib(n) for small n; anything else is echoed back.
+fn answer(body: &[u8]) -> Vec<u8> {
+    match std::str::from_utf8(body)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+    {
+        Some(n) if n <= 93 => {
+            let (mut a, mut b) = (0u64, 1u64);
+            for _ in 0..n {
+                (a, b) = (b, a.wrapping_add(b));
+            }
+            a.to_string().into_bytes()
+        }
+        _ => body.to_vec(),
+    }
+}
+
+async fn serve(url: &str, queue: &str, prefetch: u16) -> Result<()> {
+    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+    let requests = connection.create_channel().await?;
+    let replies = connection.create_channel().await?;
+    requests
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    requests
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    let mut consumer = requests
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    eprintln!("raw-lapin serving {queue}");
+    while let Some(delivery) = consumer.next().await {
+        let delivery = delivery?;
+        let replies = replies.clone();
+        tokio::spawn(async move {
+            let (Some(reply_to), Some(id)) = (
+                delivery.properties.reply_to().clone(),
+                delivery.properties.correlation_id().clone(),
+            ) else {
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+                return;
+            };
+            let body = answer(&delivery.data);
+            let properties = BasicProperties::default().with_correlation_id(id);
+            let _ = replies
+                .basic_publish(
+                    "".into(),
+                    reply_to,
+                    BasicPublishOptions::default(),
+                    &body,
+                    properties,
+                )
+                .await;
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+        });
+    }
+    Ok(())
+}
+
+async fn bench(url: &str, queue: &str, calls: u64, inflight: u64, body: &str) -> Result<()> {
+    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    let mut replies = channel
+        .basic_consume(
+            "amq.rabbitmq.reply-to".into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let mut sent_at: HashMap<String, Instant> = HashMap::new();
+    let mut next_id = 0u64;
+    let publish = |id: u64| {
+        let channel = channel.clone();
+        let body = body.as_bytes().to_vec();
+        let queue = queue.to_owned();
+        tokio::spawn(async move {
+            let properties = BasicProperties::default()
+                .with_reply_to("amq.rabbitmq.reply-to".into())
+                .with_correlation_id(id.to_string().into());
+            let _ = channel
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    properties,
+                )
+                .await;
+        });
+    };
+    let mut latencies = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let started = Instant::now();
+    while next_id < inflight.min(calls) {
+        sent_at.insert(next_id.to_string(), Instant::now());
+        publish(next_id);
+        next_id += 1;
+    }
+    let mut done = 0u64;
+    while done < calls {
+        let Some(reply) = replies.next().await else {
+            break;
+        };
+        let reply = reply?;
+        let Some(id) = reply.properties.correlation_id() else {
+            continue;
+        };
+        if let Some(at) = sent_at.remove(id.as_str()) {
+            latencies.saturating_record(u64::try_from(at.elapsed().as_micros())?.max(1));
+            done += 1;
+            if next_id < calls {
+                sent_at.insert(next_id.to_string(), Instant::now());
+                publish(next_id);
+                next_id += 1;
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
+    let summary = serde_json::json!({
+        "queue": queue, "calls": done, "ok": done, "errors": calls - done,
+        "inflight": inflight, "body_bytes": body.len(), "duration_s": seconds,
+        "rps": done as f64 / seconds, "p50_ms": ms(0.5), "p90_ms": ms(0.9),
+        "p99_ms": ms(0.99), "p999_ms": ms(0.999), "max_ms": latencies.max() as f64 / 1000.0,
+    });
+    println!("{summary}");
+    let _ = connection.close(200, "done".into()).await;
+    Ok(())
+}

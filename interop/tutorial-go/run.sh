@@ -1,0 +1,289 @@
+#!/usr/bin/env bash
+# Interop check: rabbit-rpc against the Go client and server of RabbitMQ
+# tutorial 6 (client/main.go and server/main.go next to this script).
+#
+#   A  our `rabbit-rpc serve fib` answers the Go client: fib(30) = 832040
+#   B  the Go client's fib(-1) gets our error reply and terminates (it panics
+#      parsing it, as the tutorial's client does on any non-number) instead of
+#      hanging; our server keeps serving: fib(10) = 55
+#   T  our server exits 0 within 10 s of SIGTERM
+#   C  `rabbit-rpc call` against the Go server prints exactly 832040
+#
+# Needs a RabbitMQ broker on 127.0.0.1:5672 (guest/guest), or AMQP_URL, which
+# both our binary and the Go programs read. Installs golang-go and
+# golang-github-rabbitmq-amqp091-go-dev with apt-get if they are missing
+# (sudo unless root) and builds the Go programs offline in GOPATH mode against
+# /usr/share/gocode. Builds our binary with cargo unless RABBIT_RPC_BIN points
+# to one. Each run uses its own queue and deletes it afterwards.
+#
+# Prints `ok: …` / `FAIL: …` per check and ends with
+# `interop: N passed, M failed`; exits non-zero if anything failed.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+OUT="$REPO/target/interop/tutorial-go"
+QUEUE="interop.tutorial-go.$$.$RANDOM"
+
+passed=0
+failed=0
+pids=()
+queue_used=0
+work=""
+
+say() { printf '%s\n' "$*" >&2; }
+ok() {
+    passed=$((passed + 1))
+    printf 'ok: %s\n' "$*"
+}
+fail() {
+    failed=$((failed + 1))
+    printf 'FAIL: %s\n' "$*"
+}
+# Indented excerpt of a file or text, for FAIL details.
+show() { tail -n 15 | sed -e 's/^/    | /'; }
+summary() { printf 'interop: %d passed, %d failed\n' "$passed" "$failed"; }
+# A setup step failed: nothing can be checked.
+die() {
+    fail "setup: $*"
+    summary
+    exit 1
+}
+
+alive() { kill -0 "$1" 2>/dev/null; }
+
+# stop PID [GRACE_SECONDS]: SIGTERM, then SIGKILL after the grace period.
+stop() {
+    local pid=$1 deadline=$((SECONDS + ${2:-5}))
+    alive "$pid" || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+    if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+    wait "$pid" 2>/dev/null || true
+    forget "$pid"
+}
+
+# forget PID: it has been reaped; never signal that number again.
+forget() {
+    local p kept=()
+    for p in "${pids[@]}"; do [ "$p" = "$1" ] || kept+=("$p"); done
+    pids=("${kept[@]}")
+}
+
+cleanup() {
+    local rc=$?
+    local pid
+    for pid in "${pids[@]}"; do stop "$pid" 3; done
+    if ((queue_used)) && command -v rabbitmqctl >/dev/null 2>&1; then
+        local sudo=()
+        if [ "$(id -u)" -ne 0 ]; then sudo=(sudo -n); fi
+        local msg
+        if ! msg="$(timeout 60 "${sudo[@]}" rabbitmqctl -q delete_queue "$QUEUE" 2>&1)" &&
+            ! grep -qi 'not found' <<<"$msg"; then
+            say "note: could not delete queue '$QUEUE' (delete it by hand if it lingers): $msg"
+        fi
+    fi
+    if [ -n "$work" ]; then
+        if ((failed)); then
+            say "logs kept in $work"
+        else
+            rm -rf "$work"
+        fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# wait_for_line FILE TEXT PID SECONDS: polls until FILE contains TEXT; fails
+# early if PID dies, and at the deadline.
+wait_for_line() {
+    local file=$1 text=$2 pid=$3 deadline=$((SECONDS + $4))
+    while ((SECONDS < deadline)); do
+        if grep -qF -- "$text" "$file" 2>/dev/null; then return 0; fi
+        alive "$pid" || { grep -qF -- "$text" "$file" 2>/dev/null; return; }
+        sleep 0.1
+    done
+    return 1
+}
+
+# --- setup -------------------------------------------------------------------
+
+missing=()
+command -v go >/dev/null 2>&1 || missing+=(golang-go)
+dpkg-query -W -f='${Status}\n' golang-github-rabbitmq-amqp091-go-dev 2>/dev/null |
+    grep -q '^install ok installed$' || missing+=(golang-github-rabbitmq-amqp091-go-dev)
+if ((${#missing[@]})); then
+    say "installing ${missing[*]} ..."
+    sudo=()
+    if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2 ||
+        die "apt-get install ${missing[*]} failed"
+    command -v go >/dev/null 2>&1 || die "'go' is still not on PATH after installing golang-go"
+fi
+
+say "building the Go tutorial client and server ..."
+mkdir -p "$OUT"
+for prog in client server; do
+    (
+        cd "$HERE"
+        export GO111MODULE=off GOPATH=/usr/share/gocode GOPROXY=off GOFLAGS= GOTOOLCHAIN=local
+        export GOCACHE="${GOCACHE:-$REPO/target/interop/go-build-cache}"
+        go build -o "$OUT/$prog" "./$prog"
+    ) >&2 || die "go build of interop/tutorial-go/$prog failed (GOPATH mode against /usr/share/gocode)"
+done
+GO_CLIENT="$OUT/client"
+GO_SERVER="$OUT/server"
+
+if [ -n "${RABBIT_RPC_BIN:-}" ]; then
+    BIN="$RABBIT_RPC_BIN"
+    [ -x "$BIN" ] || die "RABBIT_RPC_BIN=$BIN is not an executable file"
+else
+    say "building rabbit-rpc (cargo build --release) ..."
+    (cd "$REPO" && cargo build --release --locked -q -p rabbit-rpc-cli) >&2 ||
+        die "cargo build --release --locked -p rabbit-rpc-cli failed"
+    BIN="$REPO/target/release/rabbit-rpc"
+fi
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/interop-tutorial-go.XXXXXX")"
+say "queue: $QUEUE"
+
+# bounded SECONDS OUT ERR CMD...: runs CMD under `timeout`, stdout to OUT and
+# stderr to ERR, and returns its exit status (124: timed out). Runs it in the
+# background and waits, so that a signal to this script takes effect at once
+# (and the cleanup trap stops CMD).
+bounded() {
+    local secs=$1 out=$2 err=$3 pid rc=0
+    shift 3
+    if [ "$out" = "$err" ]; then
+        timeout "$secs" "$@" >"$out" 2>&1 &
+    else
+        timeout "$secs" "$@" >"$out" 2>"$err" &
+    fi
+    pid=$!
+    pids+=("$pid")
+    wait "$pid" || rc=$?
+    forget "$pid"
+    return "$rc"
+}
+
+# go_client N [SECONDS]: runs the Go client for fib(N) on our queue with a
+# deadline (default 30 s); sets client_rc and client_out (its log, which goes
+# to stderr).
+go_client() {
+    client_rc=0
+    RPC_QUEUE="$QUEUE" bounded "${2:-30}" "$work/client.log" "$work/client.log" "$GO_CLIENT" "$1" ||
+        client_rc=$?
+    client_out="$(cat "$work/client.log")"
+}
+
+# --- A, B, T: the Go client against our server --------------------------------
+
+queue_used=1
+"$BIN" serve fib --queue "$QUEUE" >"$work/ours.out" 2>"$work/ours.err" &
+ours=$!
+pids+=("$ours")
+
+if wait_for_line "$work/ours.err" "serving fib on queue" "$ours" 30; then
+    go_client 30
+    if ((client_rc == 0)) && grep -qF "Got 832040" <<<"$client_out"; then
+        ok "A: Go tutorial client -> rabbit-rpc serve fib: fib(30) = 832040"
+    else
+        fail "A: Go tutorial client -> rabbit-rpc serve fib: fib(30): expected 'Got 832040', client exited $client_rc with:"
+        show <<<"$client_out"
+    fi
+
+    go_client -1 15
+    if ((client_rc == 124)); then
+        fail "B: Go tutorial client fib(-1) against rabbit-rpc hung (killed after 15 s):"
+        show <<<"$client_out"
+    elif ((client_rc >= 125 && client_rc <= 127)); then
+        fail "B: could not run the Go tutorial client (timeout exited $client_rc):"
+        show <<<"$client_out"
+    else
+        why="$(grep -m1 -F 'Failed to' <<<"$client_out" | sed -e 's/^[0-9\/]* [0-9:]* //' || true)"
+        ok "B: Go tutorial client fib(-1) -> rabbit-rpc terminated (exit $client_rc${why:+: $why})"
+    fi
+
+    if alive "$ours"; then
+        go_client 10
+        if ((client_rc == 0)) && grep -qF "Got 55" <<<"$client_out"; then
+            ok "B: rabbit-rpc still serving after fib(-1): fib(10) = 55"
+        else
+            fail "B: rabbit-rpc after fib(-1): fib(10): expected 'Got 55', client exited $client_rc with:"
+            show <<<"$client_out"
+        fi
+    else
+        fail "B: rabbit-rpc serve fib died after the fib(-1) request; its stderr:"
+        show <"$work/ours.err"
+    fi
+
+    if alive "$ours"; then
+        kill -TERM "$ours"
+        deadline=$((SECONDS + 10))
+        while alive "$ours" && ((SECONDS < deadline)); do sleep 0.1; done
+        if alive "$ours"; then
+            fail "T: rabbit-rpc serve fib still running 10 s after SIGTERM; its stderr:"
+            show <"$work/ours.err"
+            stop "$ours" 1
+        else
+            rc=0
+            wait "$ours" || rc=$?
+            forget "$ours"
+            if ((rc == 0)); then
+                ok "T: rabbit-rpc serve fib exited 0 on SIGTERM"
+            else
+                fail "T: rabbit-rpc serve fib exited $rc on SIGTERM (expected 0); its stderr:"
+                show <"$work/ours.err"
+            fi
+        fi
+    else
+        fail "T: rabbit-rpc serve fib was no longer running when SIGTERM was due"
+    fi
+else
+    if alive "$ours"; then
+        fail "A: rabbit-rpc serve fib did not log 'serving fib on queue' within 30 s; its stderr:"
+        stop "$ours" 3
+    else
+        rc=0
+        wait "$ours" || rc=$?
+        forget "$ours"
+        fail "A: rabbit-rpc serve fib exited ($rc) without logging 'serving fib on queue'; its stderr:"
+    fi
+    show <"$work/ours.err"
+    fail "B: Go tutorial client fib(-1): skipped, rabbit-rpc serve fib did not start"
+    fail "B: Go tutorial client fib(10) after fib(-1): skipped, rabbit-rpc serve fib did not start"
+    fail "T: SIGTERM: skipped, rabbit-rpc serve fib did not start"
+fi
+
+# --- C: our client against the Go server ---------------------------------------
+
+RPC_QUEUE="$QUEUE" "$GO_SERVER" >"$work/go-server.out" 2>"$work/go-server.err" &
+goserver=$!
+pids+=("$goserver")
+
+if wait_for_line "$work/go-server.err" " [*] Awaiting RPC requests" "$goserver" 30; then
+    rc=0
+    bounded 60 "$work/call.out" "$work/call.err" "$BIN" call --queue "$QUEUE" 30 || rc=$?
+    out="$(cat "$work/call.out")"
+    if ((rc == 0)) && printf '832040\n' | cmp -s - "$work/call.out"; then
+        ok "C: rabbit-rpc call -> Go tutorial server: fib(30) = 832040"
+    else
+        fail "C: rabbit-rpc call -> Go tutorial server: fib(30): expected exactly '832040' and exit 0, got exit $rc, stdout '$out', stderr:"
+        show <"$work/call.err"
+        echo "    Go server's log:"
+        show <"$work/go-server.err"
+    fi
+else
+    if alive "$goserver"; then
+        fail "C: the Go tutorial server did not log ' [*] Awaiting RPC requests' within 30 s; its log:"
+    else
+        fail "C: the Go tutorial server exited without logging ' [*] Awaiting RPC requests'; its log:"
+    fi
+    show <"$work/go-server.err"
+fi
+stop "$goserver" 5
+
+summary
+((failed == 0))
