@@ -310,3 +310,42 @@ async fn a_port_that_never_speaks_amqp_fails_within_the_connect_timeout() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn with_publisher_confirms_a_missing_queue_is_reported_by_the_confirm() {
+    let client = Client::builder()
+        .url(common::url())
+        .publisher_confirms(true)
+        .connect()
+        .await
+        .unwrap();
+    let error = client
+        .call_with(
+            &common::unique_queue("missing_confirmed"),
+            "1",
+            &short(20_000),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, rabbit_rpc::Error::NoRoute { .. }),
+        "{error}"
+    );
+    assert_eq!(client.pending_calls(), 0);
+
+    // And calls that do reach a server work as without confirms.
+    let server = TestServer::start(
+        "confirmed_round_trip",
+        handler_fn(|request: Request| async move { Ok::<_, Status>(request.into_body()) }),
+    )
+    .await;
+    let calls = (0..100).map(|i| client.call(&server.queue, format!("{i}")));
+    for (i, reply) in futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(reply.unwrap().text(), i.to_string());
+    }
+    server.stop().await.unwrap();
+}
