@@ -48,11 +48,33 @@ pub enum Command {
 pub enum Service {
     /// fibonacci(n): body n as decimal text, reply fib(n) as decimal text.
     Fib(FibArgs),
+    /// Replies with the request body, unchanged (for tests and benchmarks).
+    Echo(EchoArgs),
 }
 
 /// `rabbit-rpc serve fib` options.
 #[derive(Debug, Args)]
 pub struct FibArgs {
+    /// Options every service takes.
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    /// The largest n served; larger ones get an invalid_argument reply.
+    #[arg(long, default_value_t = crate::fib::DEFAULT_MAX_N)]
+    pub max_n: u64,
+}
+
+/// `rabbit-rpc serve echo` options.
+#[derive(Debug, Args)]
+pub struct EchoArgs {
+    /// Options every service takes.
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Options of `rabbit-rpc serve SERVICE`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
     /// The request queue.
     #[arg(long, default_value = rabbit_rpc::DEFAULT_QUEUE)]
     pub queue: String,
@@ -64,10 +86,6 @@ pub struct FibArgs {
     /// How many unacknowledged requests the broker sends ahead.
     #[arg(long, default_value_t = rabbit_rpc::DEFAULT_PREFETCH, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
-
-    /// The largest n served; larger ones get an invalid_argument reply.
-    #[arg(long, default_value_t = crate::fib::DEFAULT_MAX_N)]
-    pub max_n: u64,
 }
 
 /// `rabbit-rpc call` options.

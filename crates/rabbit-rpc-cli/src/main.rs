@@ -35,6 +35,9 @@ async fn run(cli: Cli) -> u8 {
         Command::Serve {
             service: Service::Fib(args),
         } => serve::serve_fib(&cli.url, args).await,
+        Command::Serve {
+            service: Service::Echo(args),
+        } => serve::serve_echo(&cli.url, args).await,
         Command::Call(args) => match call::call(&cli.url, args).await {
             Ok(reply) => {
                 let mut stdout = std::io::stdout().lock();

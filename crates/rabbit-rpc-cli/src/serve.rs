@@ -1,30 +1,68 @@
-//! `rabbit-rpc serve fib`.
+//! `rabbit-rpc serve fib` and `rabbit-rpc serve echo`.
 
-use rabbit_rpc::{BrokerUrl, Error, Server};
+use rabbit_rpc::{BrokerUrl, Error, Handler, Request, Server, Status, handler_fn};
 use tracing::{info, warn};
 
-use crate::{cli::FibArgs, exit, fib::FibService};
+use crate::{
+    cli::{EchoArgs, FibArgs, ServerArgs},
+    exit,
+    fib::FibService,
+};
 
 /// Serves the fibonacci service until Ctrl-C or SIGTERM, then drains.
 ///
 /// # Errors
 /// When binding to the queue fails or the connection is lost.
 pub async fn serve_fib(url: &str, args: &FibArgs) -> Result<(), Error> {
+    let detail = format!("n up to {}", args.max_n);
+    serve(
+        url,
+        &args.server,
+        "fib",
+        &detail,
+        FibService::new(args.max_n),
+    )
+    .await
+}
+
+/// Serves the echo service until Ctrl-C or SIGTERM, then drains.
+///
+/// # Errors
+/// When binding to the queue fails or the connection is lost.
+pub async fn serve_echo(url: &str, args: &EchoArgs) -> Result<(), Error> {
+    let echo = handler_fn(|request: Request| async move { Ok::<_, Status>(request.into_body()) });
+    serve(
+        url,
+        &args.server,
+        "echo",
+        "replies with the request body",
+        echo,
+    )
+    .await
+}
+
+async fn serve<H: Handler>(
+    url: &str,
+    args: &ServerArgs,
+    service: &str,
+    detail: &str,
+    handler: H,
+) -> Result<(), Error> {
     let shown = BrokerUrl::parse(url)?;
     let server = Server::builder()
         .url(url)
         .queue(&args.queue)
         .prefetch(args.prefetch)
         .concurrency(args.concurrency)
-        .connection_name("rabbit-rpc serve fib")
+        .connection_name(format!("rabbit-rpc serve {service}"))
         .bind()
         .await?;
     info!(
-        "serving fib on queue '{}' at {shown} (concurrency {}, prefetch {}, n up to {}); Ctrl-C to stop",
-        args.queue, args.concurrency, args.prefetch, args.max_n
+        "serving {service} on queue '{}' at {shown} (concurrency {}, prefetch {}, {detail}); Ctrl-C to stop",
+        args.queue, args.concurrency, args.prefetch
     );
     server
-        .serve_with_shutdown(FibService::new(args.max_n), shutdown_signal())
+        .serve_with_shutdown(handler, shutdown_signal())
         .await?;
     info!("stopped");
     Ok(())

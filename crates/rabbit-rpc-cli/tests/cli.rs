@@ -45,8 +45,12 @@ fn code(output: &Output) -> u8 {
 /// `rabbit-rpc serve fib` on `queue`, returned once it logged that it is
 /// ready.
 async fn serve(queue: &str) -> Child {
+    serve_service("fib", queue).await
+}
+
+async fn serve_service(service: &str, queue: &str) -> Child {
     let mut child = Command::new(BIN)
-        .args(["serve", "fib", "--queue", queue])
+        .args(["serve", service, "--queue", queue])
         .env("AMQP_URL", common::url())
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -58,7 +62,7 @@ async fn serve(queue: &str) -> Child {
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let ready = async {
         while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains("serving fib on queue") {
+            if line.contains(&format!("serving {service} on queue")) {
                 return line;
             }
         }
@@ -243,4 +247,19 @@ async fn bench_without_a_server_fails_fast_like_call() {
     let queue = common::unique_queue("cli_bench_missing");
     let output = rabbit_rpc(&["bench", "--queue", &queue, "--calls", "10"]).await;
     assert_eq!(code(&output), exit::NO_SERVER, "{}", stderr(&output));
+}
+
+#[tokio::test]
+async fn serve_echo_replies_with_the_body() {
+    let queue = common::unique_queue("cli_echo");
+    let mut server = serve_service("echo", &queue).await;
+    let output = rabbit_rpc(&["call", "--queue", &queue, "hello, world"]).await;
+    assert_eq!(stdout(&output), "hello, world\n", "{}", stderr(&output));
+    signal(&server, "-INT");
+    let status = tokio::time::timeout(Duration::from_secs(10), server.wait())
+        .await
+        .expect("serve did not stop within 10 s of SIGINT")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    common::delete_queue(&queue).await;
 }

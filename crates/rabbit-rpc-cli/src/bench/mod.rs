@@ -20,7 +20,7 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use rabbit_rpc::{CallOptions, Client, Error};
 
-pub use summary::Summary;
+pub use summary::{Sample, Summary};
 
 use crate::cli::BenchArgs;
 
@@ -184,9 +184,10 @@ fn error_kind(error: &Error) -> String {
     }
 }
 
-/// Samples completed calls every second for the timeline, and drives the
+/// Samples completed calls (and this process's memory) every second for the
+/// timeline, and drives the
 /// progress bar on a terminal (nothing is drawn otherwise).
-async fn tick(progress: Arc<Progress>, plan: Plan, started: Instant) -> Vec<(f64, f64)> {
+async fn tick(progress: Arc<Progress>, plan: Plan, started: Instant) -> Vec<Sample> {
     let bar = if std::io::stderr().is_terminal() {
         let bar = match plan {
             Plan::Calls(total) => ProgressBar::new(total),
@@ -219,10 +220,11 @@ async fn tick(progress: Arc<Progress>, plan: Plan, started: Instant) -> Vec<(f64
         last = (now, done);
         if now.duration_since(last_second.0) >= Duration::from_secs(1) {
             let seconds = now.duration_since(last_second.0).as_secs_f64();
-            timeline.push((
-                now.duration_since(started).as_secs_f64(),
-                (done - last_second.1) as f64 / seconds,
-            ));
+            timeline.push(Sample {
+                t_s: now.duration_since(started).as_secs_f64(),
+                rps: (done - last_second.1) as f64 / seconds,
+                rss_mib: usage::rss().map(|bytes| bytes as f64 / 1048576.0),
+            });
             last_second = (now, done);
         }
         if let Some(bar) = &bar {

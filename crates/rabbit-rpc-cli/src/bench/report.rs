@@ -59,13 +59,12 @@ pub(super) fn write_svg(
         Rectangle::new([(x0, 0), (x0 + bin_ms, count)], BLUE.mix(0.6).filled())
     }))?;
 
-    let end = summary
-        .timeline
+    let points: Vec<(f64, f64)> = summary.timeline.iter().map(|s| (s.t_s, s.rps)).collect();
+    let end = points
         .last()
         .map_or(summary.duration_s, |&(t, _)| t.max(summary.duration_s))
         .max(1.0);
-    let peak = summary
-        .timeline
+    let peak = points
         .iter()
         .map(|&(_, rps)| rps)
         .fold(summary.rps, f64::max)
@@ -84,10 +83,9 @@ pub(super) fn write_svg(
         .x_desc("seconds since start")
         .y_desc("calls/s")
         .draw()?;
-    chart.draw_series(LineSeries::new(summary.timeline.iter().copied(), &RED))?;
+    chart.draw_series(LineSeries::new(points.iter().copied(), &RED))?;
     chart.draw_series(
-        summary
-            .timeline
+        points
             .iter()
             .map(|&point| Circle::new(point, 3, RED.filled())),
     )?;

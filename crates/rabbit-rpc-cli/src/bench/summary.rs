@@ -47,8 +47,19 @@ pub struct Summary {
     pub client_cpu_s: Option<f64>,
     /// This client's peak resident memory, when known.
     pub client_peak_rss_mib: Option<f64>,
-    /// (seconds since start, calls/s over the second before).
-    pub timeline: Vec<(f64, f64)>,
+    /// One sample a second through the run.
+    pub timeline: Vec<Sample>,
+}
+
+/// What the run looked like at one moment.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Sample {
+    /// Seconds since the start.
+    pub t_s: f64,
+    /// Calls completed per second over the second before.
+    pub rps: f64,
+    /// This client's resident memory, when known.
+    pub rss_mib: Option<f64>,
 }
 
 fn ms(micros: u64) -> f64 {
@@ -62,7 +73,7 @@ impl Summary {
         errors_by_kind: BTreeMap<String, u64>,
         elapsed: Duration,
         cpu: Option<Duration>,
-        timeline: Vec<(f64, f64)>,
+        timeline: Vec<Sample>,
     ) -> Summary {
         let ok = latencies.len();
         let errors: u64 = errors_by_kind.values().sum();

@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""rabbit-rpc's benchmark suite: one command, one machine, ratios against
+peers measured in the same run.
+
+    python3 bench/run.py [--rounds N] [--quick] [--long]
+
+Peers, each a client and a server speaking RabbitMQ's RPC pattern:
+  ours      rabbit-rpc bench  -> rabbit-rpc serve fib   (this project)
+  raw       raw-lapin bench   -> raw-lapin serve        (plain lapin, no library: the ceiling)
+  aio-pika  aio-pika's RPC pattern, client and server   (Python, from PyPI)
+  go        rabbit-rpc bench  -> the tutorial's Go server (prefetch 1, naive fib)
+
+Headline scenarios run in interleaved rounds (every peer once per round) and
+report medians; scaling scenarios (calls in flight, body size, two servers)
+run the same way for our pair. `--long` adds 10,000 calls in flight and the
+1,000,000-call memory check. The table goes to stdout as Markdown; raw JSON
+of every run goes to target/bench/results.json.
+
+Needs: Rust (cargo), Python 3 with venv, and RabbitMQ on 127.0.0.1:5672
+(scripts/ensure-rabbitmq.sh starts or installs it). Installs aio-pika into
+target/bench/venv and, for the Go peer, Debian's golang-go and
+golang-github-rabbitmq-amqp091-go-dev (the Go peer is skipped if that fails).
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = ROOT / "target"
+OURS = TARGET / "release" / "rabbit-rpc"
+RAW = TARGET / "release" / "raw-lapin"
+VENV = TARGET / "bench" / "venv"
+PYTHON = VENV / "bin" / "python"
+AIO = ROOT / "bench" / "peers" / "aio_pika_rpc.py"
+GO_SERVER = TARGET / "bench" / "tutorial-go-server"
+URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+
+
+def say(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def run(cmd, **kwargs):
+    say("$", " ".join(str(c) for c in cmd))
+    subprocess.run(cmd, check=True, **kwargs)
+
+
+# --- setup -------------------------------------------------------------------
+
+
+def setup(want_go):
+    run([ROOT / "scripts" / "ensure-rabbitmq.sh"])
+    run(["cargo", "build", "--release", "--locked", "-q", "-p", "rabbit-rpc-cli", "-p", "raw-lapin"],
+        cwd=ROOT)
+    if not PYTHON.exists():
+        run([sys.executable, "-m", "venv", VENV])
+    if subprocess.run([PYTHON, "-c", "import aio_pika"], capture_output=True).returncode != 0:
+        run([PYTHON, "-m", "pip", "install", "-q", "aio-pika"])
+    return want_go and build_go_server()
+
+
+def build_go_server():
+    try:
+        if shutil.which("go") is None or not Path(
+                "/usr/share/gocode/src/github.com/rabbitmq/amqp091-go").exists():
+            sudo = [] if os.geteuid() == 0 else ["sudo"]
+            run(sudo + ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
+                        "golang-go", "golang-github-rabbitmq-amqp091-go-dev"],
+                stdout=subprocess.DEVNULL)
+        env = dict(os.environ, GO111MODULE="off", GOPATH="/usr/share/gocode", GOPROXY="off",
+                   GOFLAGS="", GOTOOLCHAIN="local", GOCACHE=str(TARGET / "bench" / "go-cache"))
+        run(["go", "build", "-o", GO_SERVER, "./server"], cwd=ROOT / "interop" / "tutorial-go",
+            env=env)
+        return True
+    except (subprocess.CalledProcessError, OSError) as error:
+        say(f"note: skipping the Go tutorial peer: {error}")
+        return False
+
+
+# --- servers -----------------------------------------------------------------
+
+
+class Server:
+    """A server process, started and waited for until it says it is ready."""
+
+    def __init__(self, cmd, ready, env=None):
+        self.log = open(TARGET / "bench" / f"server-{uuid.uuid4().hex[:8]}.log", "w+")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log,
+                                     env=dict(os.environ, **(env or {})))
+        deadline = time.monotonic() + 60
+        while ready not in Path(self.log.name).read_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{cmd} did not start:\n{Path(self.log.name).read_text()}")
+            time.sleep(0.05)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+def ours_server(queue, service="fib"):
+    return Server([OURS, "--url", URL, "serve", service, "--queue", queue],
+                  f"serving {service} on queue", {"RUST_LOG": "info"})
+
+
+def raw_server(queue):
+    return Server([RAW, "serve", queue], "raw-lapin serving", {"AMQP_URL": URL})
+
+
+def aio_server(name):
+    return Server([PYTHON, AIO, "serve", name], "aio-pika serving", {"AMQP_URL": URL})
+
+
+def go_server(queue):
+    # The tutorial's Go library reads a trailing "/" as vhost "/".
+    return Server([GO_SERVER], " [*] Awaiting RPC requests",
+                  {"AMQP_URL": URL.replace("/%2f", "/"), "RPC_QUEUE": queue})
+
+
+# --- clients -----------------------------------------------------------------
+
+
+def last_json(cmd, env=None):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                         env=dict(os.environ, **(env or {})), timeout=1800)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result.get("errors"):
+        raise RuntimeError(f"{cmd}: {result['errors']} calls failed")
+    return result
+
+
+def ours_client(queue, calls, inflight, body="10"):
+    return last_json([OURS, "--url", URL, "bench", "--queue", queue, "--calls", str(calls),
+                      "--inflight", str(inflight), "--body", body, "--json"])
+
+
+def raw_client(queue, calls, inflight, body="10"):
+    return last_json([RAW, "bench", queue, str(calls), str(inflight), body], {"AMQP_URL": URL})
+
+
+def aio_client(name, calls, inflight, n=10):
+    return last_json([PYTHON, AIO, "bench", name, str(calls), str(inflight), str(n)],
+                     {"AMQP_URL": URL})
+
+
+# --- the suite ---------------------------------------------------------------
+
+
+def median(results, key):
+    return statistics.median(r[key] for r in results)
+
+
+def rounds(n, scenarios):
+    """Runs every scenario once per round, in turn, n rounds."""
+    results = {name: [] for name, _ in scenarios}
+    for i in range(n):
+        say(f"round {i + 1}/{n}")
+        for name, scenario in scenarios:
+            results[name].append(scenario())
+            r = results[name][-1]
+            say(f"  {name}: {r['rps']:.0f} calls/s, p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms")
+    return results
+
+
+def broker_version():
+    try:
+        out = subprocess.run(["rabbitmqctl", "version"], capture_output=True, text=True, timeout=60)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--quick", action="store_true", help="fewer calls per run")
+    parser.add_argument("--long", action="store_true",
+                        help="also 10,000 in flight and the 1,000,000-call memory check")
+    parser.add_argument("--no-go", action="store_true", help="skip the Go tutorial peer")
+    args = parser.parse_args()
+    scale = 0.2 if args.quick else 1.0
+
+    def calls(n):
+        return max(100, int(n * scale))
+
+    (TARGET / "bench").mkdir(parents=True, exist_ok=True)
+    have_go = setup(not args.no_go)
+    tag = uuid.uuid4().hex[:8]
+    q = {name: f"bench.{name}.{tag}" for name in
+         ["ours", "raw", "aio", "go", "echo", "two"]}
+    servers = [ours_server(q["ours"]), raw_server(q["raw"]), aio_server(q["aio"]),
+               ours_server(q["echo"], "echo"), ours_server(q["two"]), ours_server(q["two"])]
+    if have_go:
+        servers.append(go_server(q["go"]))
+    out = {}
+    try:
+        headline = [
+            ("ours@200", lambda: ours_client(q["ours"], calls(40000), 200)),
+            ("raw@200", lambda: raw_client(q["raw"], calls(40000), 200)),
+            ("aio-pika@200", lambda: aio_client(q["aio"], calls(4000), 200)),
+            ("ours@1", lambda: ours_client(q["ours"], calls(3000), 1)),
+            ("raw@1", lambda: raw_client(q["raw"], calls(3000), 1)),
+            ("fib(30) ours", lambda: ours_client(q["ours"], calls(20000), 200, "30")),
+            ("fib(100000) ours@1", lambda: ours_client(q["ours"], calls(200), 1, "100000")),
+        ]
+        if have_go:
+            headline += [
+                ("go@200", lambda: ours_client(q["go"], calls(5000), 200)),
+                ("go@1", lambda: ours_client(q["go"], calls(2000), 1)),
+                ("fib(30) go", lambda: ours_client(q["go"], calls(300), 10, "30")),
+            ]
+        out["headline"] = rounds(args.rounds, headline)
+
+        scaling = [(f"inflight {c}", (lambda c=c: ours_client(q["ours"], calls(n), c)))
+                   for c, n in [(1, 3000), (10, 20000), (100, 40000), (1000, 40000)]]
+        scaling += [(f"body {label}", (lambda b=b, n=n: ours_client(q["echo"], calls(n), 10, "x" * b)))
+                    for label, b, n in [("10 B", 10, 20000), ("1 KiB", 1024, 20000),
+                                        ("64 KiB", 65536, 5000), ("1 MiB", 1 << 20, 300)]]
+        scaling += [("one server", lambda: ours_client(q["ours"], calls(40000), 200)),
+                    ("two servers", lambda: ours_client(q["two"], calls(40000), 200))]
+        out["scaling"] = rounds(args.rounds, scaling)
+
+        if args.long:
+            say("10,000 calls in flight")
+            out["inflight 10000"] = ours_client(q["ours"], 100000, 10000)
+            say("1,000,000 calls: client memory")
+            out["million"] = ours_client(q["ours"], 1000000, 200)
+    finally:
+        for server in servers:
+            server.stop()
+        subprocess.run(["rabbitmqctl", "-q", "delete_queue", q["two"]], capture_output=True)
+        subprocess.run(["rabbitmqctl", "-q", "delete_queue", q["ours"]], capture_output=True)
+        subprocess.run(["rabbitmqctl", "-q", "delete_queue", q["echo"]], capture_output=True)
+        subprocess.run(["rabbitmqctl", "-q", "delete_queue", q["raw"]], capture_output=True)
+        subprocess.run(["rabbitmqctl", "-q", "delete_queue", q["go"]], capture_output=True)
+    (TARGET / "bench" / "results.json").write_text(json.dumps(out, indent=1))
+    print_table(out, args, have_go)
+
+
+def print_table(out, args, have_go):
+    h = out["headline"]
+
+    def rps(name):
+        return median(h[name], "rps")
+
+    def p(name, key):
+        return median(h[name], key)
+
+    cmd = "python3 bench/run.py" + (f" --rounds {args.rounds}" if args.rounds != 3 else "") + \
+          (" --quick" if args.quick else "") + (" --long" if args.long else "")
+    print(f"Measured {date.today()} on {os.cpu_count()} cores ({platform.machine()}), "
+          f"RabbitMQ {broker_version()}, medians of {args.rounds} interleaved rounds: `{cmd}`\n")
+    print("| scenario | calls/s | p50 ms | p99 ms | ratio | target |")
+    print("|---|---:|---:|---:|---|---|")
+
+    def row(name, ratio="", target=""):
+        print(f"| {name} | {rps(name):,.0f} | {p(name, 'p50_ms'):.3f} | {p(name, 'p99_ms'):.3f} "
+              f"| {ratio} | {target} |")
+
+    row("raw@200", "ceiling")
+    row("ours@200", f"{rps('ours@200') / rps('raw@200'):.2f}× raw", "≥ 0.9× raw")
+    row("aio-pika@200", f"ours {rps('ours@200') / rps('aio-pika@200'):.1f}× aio-pika",
+        "ours ≥ 12×")
+    if have_go:
+        row("go@200", f"ours {rps('ours@200') / rps('go@200'):.1f}× go")
+    row("raw@1")
+    row("ours@1", f"p50 {p('ours@1', 'p50_ms') / p('raw@1', 'p50_ms'):.2f}× raw",
+        "p50 ≤ raw, < go")
+    if have_go:
+        row("go@1", f"p50 {p('go@1', 'p50_ms') / p('ours@1', 'p50_ms'):.2f}× ours")
+        row("fib(30) go")
+        row("fib(30) ours", f"{rps('fib(30) ours') / rps('fib(30) go'):.0f}× go", "≥ 50× go")
+    else:
+        row("fib(30) ours")
+    row("fib(100000) ours@1", "", "p50 < 10 ms")
+
+    s = out["scaling"]
+    print("\nOur pair as the work grows (same rounds, medians):\n")
+    print("| scenario | calls/s | p50 ms | p99 ms |")
+    print("|---|---:|---:|---:|")
+    for name, results in s.items():
+        print(f"| {name} | {median(results, 'rps'):,.0f} | {median(results, 'p50_ms'):.3f} "
+              f"| {median(results, 'p99_ms'):.3f} |")
+    print(f"\ntwo servers / one server: "
+          f"{median(s['two servers'], 'rps') / median(s['one server'], 'rps'):.2f}×")
+
+    if "million" in out:
+        big = out["inflight 10000"]
+        print(f"\n10,000 in flight: {big['calls']:,} calls, {big['errors']} errors, "
+              f"{big['rps']:,.0f} calls/s, p99 {big['p99_ms']:.1f} ms")
+        m = out["million"]
+        rss = [s["rss_mib"] for s in m["timeline"] if s.get("rss_mib")]
+        if len(rss) >= 10:
+            early, late = rss[len(rss) // 10], rss[-1]
+            print(f"1,000,000 calls: {m['errors']} errors, client RSS {early:.1f} MiB at 10% "
+                  f"→ {late:.1f} MiB at the end ({(late / early - 1) * 100:+.1f}%)")
+
+
+if __name__ == "__main__":
+    main()
