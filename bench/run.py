@@ -145,9 +145,10 @@ def last_json(cmd, env=None):
     return result
 
 
-def ours_client(queue, calls, inflight, body="10"):
+def ours_client(queue, calls, inflight, body="10", body_size=None):
+    body_args = ["--body-size", str(body_size)] if body_size is not None else ["--body", body]
     return last_json([OURS, "--url", URL, "bench", "--queue", queue, "--calls", str(calls),
-                      "--inflight", str(inflight), "--body", body, "--json"])
+                      "--inflight", str(inflight), "--json"] + body_args)
 
 
 def raw_client(queue, calls, inflight, body="10"):
@@ -229,7 +230,7 @@ def main():
 
         scaling = [(f"inflight {c}", (lambda c=c: ours_client(q["ours"], calls(n), c)))
                    for c, n in [(1, 3000), (10, 20000), (100, 40000), (1000, 40000)]]
-        scaling += [(f"body {label}", (lambda b=b, n=n: ours_client(q["echo"], calls(n), 10, "x" * b)))
+        scaling += [(f"body {label}", (lambda b=b, n=n: ours_client(q["echo"], calls(n), 10, body_size=b)))
                     for label, b, n in [("10 B", 10, 20000), ("1 KiB", 1024, 20000),
                                         ("64 KiB", 65536, 5000), ("1 MiB", 1 << 20, 300)]]
         scaling += [("one server", lambda: ours_client(q["ours"], calls(40000), 200)),

@@ -21,6 +21,13 @@ pub struct Cli {
     )]
     pub url: String,
 
+    /// Async worker threads: 1 runs everything on one thread (measured
+    /// fastest on 2 cores; see the README's performance notes), more spreads
+    /// async work over cores. CPU-heavy handlers (fib above n = 5000) run on
+    /// a separate blocking pool either way.
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub threads: usize,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -127,6 +134,11 @@ pub struct BenchArgs {
     #[arg(long, default_value = "30", allow_hyphen_values = true)]
     pub body: String,
 
+    /// Instead of --body, a body of this many bytes ('x' repeated), e.g.
+    /// for `serve echo`.
+    #[arg(long, conflicts_with = "body", value_name = "BYTES")]
+    pub body_size: Option<usize>,
+
     /// How long each call may wait for its reply.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -139,6 +151,16 @@ pub struct BenchArgs {
     /// to this SVG file.
     #[arg(long, value_name = "FILE")]
     pub report: Option<std::path::PathBuf>,
+}
+
+impl BenchArgs {
+    /// The request body every call sends.
+    pub fn body_bytes(&self) -> Vec<u8> {
+        match self.body_size {
+            Some(size) => vec![b'x'; size],
+            None => self.body.clone().into_bytes(),
+        }
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -384,11 +384,21 @@ impl Client {
             body.as_ref(),
             properties,
         );
-        let confirm = match tokio::time::timeout_at(deadline, publish).await {
-            Ok(Ok(confirm)) => confirm,
-            Ok(Err(error)) => return Err(Error::from_lapin(error)),
-            Err(_) => return Err(timed_out()),
+        let mut publish = std::pin::pin!(publish);
+        // One timer per call on the hot path: the moment to check for a
+        // server. Publishing takes microseconds unless the broker pushes back
+        // (a memory alarm); then it may use the whole timeout.
+        let mut check = std::pin::pin!(tokio::time::sleep_until(
+            started + inner.no_server_check.min(timeout / 2)
+        ));
+        let published = tokio::select! {
+            published = &mut publish => published,
+            () = &mut check => match tokio::time::timeout_at(deadline, &mut publish).await {
+                Ok(published) => published,
+                Err(_) => return Err(timed_out()),
+            },
         };
+        let confirm = published.map_err(Error::from_lapin)?;
         // The watcher drives every confirm to completion, even for calls
         // that end first: lapin keeps dropped, unresolved confirms forever.
         // (Without confirms, `confirm` is already resolved: dropping it is
@@ -401,10 +411,9 @@ impl Client {
             });
         }
 
-        let check_at = started + inner.no_server_check.min(timeout / 2);
         tokio::select! {
             outcome = pending.outcome() => return outcome,
-            () = tokio::time::sleep_until(check_at) => {}
+            () = &mut check => {}
         }
         match self.probe(queue).await {
             Probe::NoQueue => {

@@ -79,7 +79,8 @@ pub async fn bench(url: &str, args: &BenchArgs) -> Result<Summary, Error> {
     let options = CallOptions::new()
         .content_type("text/plain")
         .timeout(args.timeout);
-    match client.call_with(&args.queue, &args.body, &options).await {
+    let body = args.body_bytes();
+    match client.call_with(&args.queue, &body, &options).await {
         // An error reply is an answer: benchmarking the error path is fine.
         Ok(_) | Err(Error::Remote(_)) => {}
         Err(error) => return Err(error),
@@ -103,7 +104,7 @@ pub async fn bench(url: &str, args: &BenchArgs) -> Result<Summary, Error> {
             let client = client.clone();
             let progress = Arc::clone(&progress);
             let queue = args.queue.clone();
-            let body = args.body.clone().into_bytes();
+            let body = body.clone();
             let options = options.clone();
             tokio::spawn(async move { worker(&client, &queue, &body, &options, &progress).await })
         })

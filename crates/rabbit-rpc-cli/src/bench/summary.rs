@@ -94,7 +94,7 @@ impl Summary {
             errors,
             errors_by_kind,
             inflight: args.inflight,
-            body_bytes: args.body.len(),
+            body_bytes: args.body_size.unwrap_or(args.body.len()),
             duration_s,
             rps: if duration_s > 0.0 {
                 calls as f64 / duration_s
