@@ -2,7 +2,7 @@
 """rabbit-rpc's benchmark suite: one command, one machine, ratios against
 peers measured in the same run.
 
-    python3 bench/run.py [--rounds N] [--quick] [--long]
+    python3 bench/run.py [--rounds N] [--quick] [--long] [--tuning]
 
 Peers, each a client and a server speaking RabbitMQ's RPC pattern:
   ours      rabbit-rpc bench  -> rabbit-rpc serve fib   (this project)
@@ -59,7 +59,7 @@ def run(cmd, **kwargs):
 
 
 def setup(want_go):
-    run([ROOT / "scripts" / "ensure-rabbitmq.sh"])
+    run([ROOT / "scripts" / "ensure-rabbitmq.sh"], stdout=sys.stderr)
     run(["cargo", "build", "--release", "--locked", "-q", "-p", "rabbit-rpc-cli", "-p", "raw-lapin"],
         cwd=ROOT)
     if not PYTHON.exists():
@@ -114,8 +114,8 @@ class Server:
         os.unlink(self.log.name)
 
 
-def ours_server(queue, service="fib"):
-    return Server([OURS, "--url", URL, "serve", service, "--queue", queue],
+def ours_server(queue, service="fib", options=()):
+    return Server([OURS, "--url", URL, *options, "serve", service, "--queue", queue],
                   f"serving {service} on queue", {"RUST_LOG": "info"})
 
 
@@ -136,19 +136,42 @@ def go_server(queue):
 # --- clients -----------------------------------------------------------------
 
 
+def broker_pid():
+    """The local broker's Erlang VM, to charge its CPU time to each run."""
+    out = subprocess.run(["pgrep", "-f", "beam.smp"], capture_output=True, text=True)
+    pids = out.stdout.split()
+    return int(pids[0]) if len(pids) == 1 else None
+
+
+BROKER = None
+
+
+def cpu_ticks(pid):
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def last_json(cmd, env=None):
+    before = cpu_ticks(BROKER) if BROKER else None
     out = subprocess.run(cmd, check=True, capture_output=True, text=True,
                          env=dict(os.environ, **(env or {})), timeout=1800)
+    after = cpu_ticks(BROKER) if BROKER else None
     result = json.loads(out.stdout.strip().splitlines()[-1])
+    if before is not None and after is not None and result.get("calls"):
+        # /proc counts in 1/100 s.
+        result["broker_us_per_call"] = (after - before) * 10_000 / result["calls"]
     if result.get("errors"):
         raise RuntimeError(f"{cmd}: {result['errors']} calls failed")
     return result
 
 
-def ours_client(queue, calls, inflight, body="10", body_size=None):
+def ours_client(queue, calls, inflight, body="10", body_size=None, options=(), extra=()):
     body_args = ["--body-size", str(body_size)] if body_size is not None else ["--body", body]
-    return last_json([OURS, "--url", URL, "bench", "--queue", queue, "--calls", str(calls),
-                      "--inflight", str(inflight), "--json"] + body_args)
+    return last_json([OURS, "--url", URL, *options, "bench", "--queue", queue, "--calls",
+                      str(calls), "--inflight", str(inflight), "--json", *extra] + body_args)
 
 
 def raw_client(queue, calls, inflight, body="10"):
@@ -167,15 +190,28 @@ def median(results, key):
     return statistics.median(r[key] for r in results)
 
 
+def ratio(results, a, b, key="rps"):
+    """Median over rounds of a/b, each round's pair measured side by side."""
+    return statistics.median(x[key] / y[key] for x, y in zip(results[a], results[b]))
+
+
+def broker(results):
+    values = [r["broker_us_per_call"] for r in results if "broker_us_per_call" in r]
+    return f"{statistics.median(values):.0f}" if values else "n/a"
+
+
 def rounds(n, scenarios):
-    """Runs every scenario once per round, in turn, n rounds."""
+    """Runs every scenario once per round, n rounds, in order in odd rounds
+    and in reverse in even ones, so neighbours (a peer and ours) swap places
+    and drift on the machine falls on both alike."""
     results = {name: [] for name, _ in scenarios}
     for i in range(n):
         say(f"round {i + 1}/{n}")
-        for name, scenario in scenarios:
+        for name, scenario in (scenarios if i % 2 == 0 else scenarios[::-1]):
             results[name].append(scenario())
             r = results[name][-1]
-            say(f"  {name}: {r['rps']:.0f} calls/s, p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms")
+            say(f"  {name}: {r['rps']:.0f} calls/s, p50 {r['p50_ms']:.3f} ms, "
+                f"p99 {r['p99_ms']:.3f} ms, broker {r.get('broker_us_per_call', 0):.0f} µs/call")
     return results
 
 
@@ -194,6 +230,11 @@ def main():
     parser.add_argument("--long", action="store_true",
                         help="also 10,000 in flight and the 1,000,000-call memory check")
     parser.add_argument("--no-go", action="store_true", help="skip the Go tutorial peer")
+    parser.add_argument("--headline-only", action="store_true",
+                        help="only the ratios against peers")
+    parser.add_argument("--tuning", action="store_true",
+                        help="also our pair with other prefetch, concurrency and thread counts "
+                             "(the measurements behind the defaults)")
     args = parser.parse_args()
     scale = 0.2 if args.quick else 1.0
 
@@ -202,6 +243,8 @@ def main():
 
     (TARGET / "bench").mkdir(parents=True, exist_ok=True)
     have_go = setup(not args.no_go)
+    global BROKER
+    BROKER = broker_pid()
     tag = uuid.uuid4().hex[:8]
     q = {name: f"bench.{name}.{tag}" for name in
          ["ours", "raw", "aio", "go", "echo", "two"]}
@@ -211,31 +254,55 @@ def main():
         servers.append(go_server(q["go"]))
     out = {}
     try:
+        go = have_go
         headline = [
-            ("ours@200", lambda: ours_client(q["ours"], calls(40000), 200)),
             ("raw@200", lambda: raw_client(q["raw"], calls(40000), 200)),
+            ("ours@200", lambda: ours_client(q["ours"], calls(40000), 200)),
             ("aio-pika@200", lambda: aio_client(q["aio"], calls(4000), 200)),
-            ("ours@1", lambda: ours_client(q["ours"], calls(3000), 1)),
+        ] + ([("go@200", lambda: ours_client(q["go"], calls(5000), 200))] if go else []) + [
             ("raw@1", lambda: raw_client(q["raw"], calls(3000), 1)),
+            ("ours@1", lambda: ours_client(q["ours"], calls(3000), 1)),
+        ] + ([("go@1", lambda: ours_client(q["go"], calls(2000), 1))] if go else []) + [
             ("fib(30) ours", lambda: ours_client(q["ours"], calls(20000), 200, "30")),
+        ] + ([("fib(30) go", lambda: ours_client(q["go"], calls(300), 10, "30"))] if go else []) + [
             ("fib(100000) ours@1", lambda: ours_client(q["ours"], calls(200), 1, "100000")),
         ]
-        if have_go:
-            headline += [
-                ("go@200", lambda: ours_client(q["go"], calls(5000), 200)),
-                ("go@1", lambda: ours_client(q["go"], calls(2000), 1)),
-                ("fib(30) go", lambda: ours_client(q["go"], calls(300), 10, "30")),
-            ]
         out["headline"] = rounds(args.rounds, headline)
 
-        scaling = [(f"inflight {c}", (lambda c=c: ours_client(q["ours"], calls(n), c)))
+        scaling = [(f"inflight {c}", (lambda c=c, n=n: ours_client(q["ours"], calls(n), c)))
                    for c, n in [(1, 3000), (10, 20000), (100, 40000), (1000, 40000)]]
-        scaling += [(f"body {label}", (lambda b=b, n=n: ours_client(q["echo"], calls(n), 10, body_size=b)))
+        scaling += [(f"body {label}",
+                     (lambda b=b, n=n: ours_client(q["echo"], calls(n), 10, body_size=b)))
                     for label, b, n in [("10 B", 10, 20000), ("1 KiB", 1024, 20000),
                                         ("64 KiB", 65536, 5000), ("1 MiB", 1 << 20, 300)]]
         scaling += [("one server", lambda: ours_client(q["ours"], calls(40000), 200)),
                     ("two servers", lambda: ours_client(q["two"], calls(40000), 200))]
-        out["scaling"] = rounds(args.rounds, scaling)
+        if args.headline_only:
+            scaling = []
+        if scaling:
+            out["scaling"] = rounds(args.rounds, scaling)
+
+        if args.tuning:
+            variants = [(f"prefetch {n}", ["--prefetch", str(n)]) for n in (1, 16, 128, 512)]
+            variants += [(f"concurrency {n}", ["--concurrency", str(n)]) for n in (1, 8, 64, 256)]
+            tuned = {}
+            for name, options in variants:
+                tuned[name] = f"bench.tune.{len(tuned)}.{tag}"
+                servers.append(Server(
+                    [OURS, "--url", URL, "serve", "fib", "--queue", tuned[name], *options],
+                    "serving fib on queue", {"RUST_LOG": "info"}))
+            tuned["server --threads 2"] = f"bench.tune.threads.{tag}"
+            servers.append(ours_server(tuned["server --threads 2"], options=["--threads", "2"]))
+            tuning = [(name, (lambda queue=queue: ours_client(queue, calls(40000), 200)))
+                      for name, queue in tuned.items()]
+            tuning += [("client --threads 2",
+                        lambda: ours_client(q["ours"], calls(40000), 200, options=["--threads", "2"])),
+                       ("client with publisher confirms",
+                        lambda: ours_client(q["ours"], calls(40000), 200,
+                                            extra=["--publisher-confirms"])),
+                       ("defaults", lambda: ours_client(q["ours"], calls(40000), 200))]
+            q.update({f"tune {name}": queue for name, queue in tuned.items()})
+            out["tuning"] = rounds(args.rounds, tuning)
 
         if args.long:
             say("10,000 calls in flight")
@@ -245,11 +312,8 @@ def main():
     finally:
         for server in servers:
             server.stop()
-        subprocess.run(["rabbitmqctl", "-q", "delete_queue", q["two"]], capture_output=True)
-        subprocess.run(["rabbitmqctl", "-q", "delete_queue", q["ours"]], capture_output=True)
-        subprocess.run(["rabbitmqctl", "-q", "delete_queue", q["echo"]], capture_output=True)
-        subprocess.run(["rabbitmqctl", "-q", "delete_queue", q["raw"]], capture_output=True)
-        subprocess.run(["rabbitmqctl", "-q", "delete_queue", q["go"]], capture_output=True)
+        for queue in q.values():
+            subprocess.run(["rabbitmqctl", "-q", "delete_queue", queue], capture_output=True)
     (TARGET / "bench" / "results.json").write_text(json.dumps(out, indent=1))
     print_table(out, args, have_go)
 
@@ -264,42 +328,54 @@ def print_table(out, args, have_go):
         return median(h[name], key)
 
     cmd = "python3 bench/run.py" + (f" --rounds {args.rounds}" if args.rounds != 3 else "") + \
-          (" --quick" if args.quick else "") + (" --long" if args.long else "")
+          (" --quick" if args.quick else "") + (" --long" if args.long else "") + \
+          (" --tuning" if args.tuning else "")
     print(f"Measured {date.today()} on {os.cpu_count()} cores ({platform.machine()}), "
-          f"RabbitMQ {broker_version()}, medians of {args.rounds} interleaved rounds: `{cmd}`\n")
-    print("| scenario | calls/s | p50 ms | p99 ms | ratio | target |")
-    print("|---|---:|---:|---:|---|---|")
+          f"RabbitMQ {broker_version()}, medians of {args.rounds} interleaved rounds: `{cmd}`. "
+          "Ratios are medians of each round's side-by-side ratio.\n")
+    print("| scenario | calls/s | p50 ms | p99 ms | broker µs/call | ratio | target |")
+    print("|---|---:|---:|---:|---:|---|---|")
 
     def row(name, ratio="", target=""):
         print(f"| {name} | {rps(name):,.0f} | {p(name, 'p50_ms'):.3f} | {p(name, 'p99_ms'):.3f} "
-              f"| {ratio} | {target} |")
+              f"| {broker(h[name])} | {ratio} | {target} |")
 
     row("raw@200", "ceiling")
-    row("ours@200", f"{rps('ours@200') / rps('raw@200'):.2f}× raw", "≥ 0.9× raw")
-    row("aio-pika@200", f"ours {rps('ours@200') / rps('aio-pika@200'):.1f}× aio-pika",
+    row("ours@200", f"{ratio(h, 'ours@200', 'raw@200'):.2f}× raw", "≥ 0.9× raw")
+    row("aio-pika@200", f"ours {ratio(h, 'ours@200', 'aio-pika@200'):.1f}× aio-pika",
         "ours ≥ 12×")
     if have_go:
-        row("go@200", f"ours {rps('ours@200') / rps('go@200'):.1f}× go")
+        row("go@200", f"ours {ratio(h, 'ours@200', 'go@200'):.1f}× go")
     row("raw@1")
-    row("ours@1", f"p50 {p('ours@1', 'p50_ms') / p('raw@1', 'p50_ms'):.2f}× raw",
+    row("ours@1", f"p50 {ratio(h, 'ours@1', 'raw@1', 'p50_ms'):.2f}× raw",
         "p50 ≤ raw, < go")
     if have_go:
-        row("go@1", f"p50 {p('go@1', 'p50_ms') / p('ours@1', 'p50_ms'):.2f}× ours")
+        row("go@1", f"p50 {ratio(h, 'go@1', 'ours@1', 'p50_ms'):.2f}× ours")
         row("fib(30) go")
-        row("fib(30) ours", f"{rps('fib(30) ours') / rps('fib(30) go'):.0f}× go", "≥ 50× go")
+        row("fib(30) ours", f"{ratio(h, 'fib(30) ours', 'fib(30) go'):.0f}× go", "≥ 50× go")
     else:
         row("fib(30) ours")
     row("fib(100000) ours@1", "", "p50 < 10 ms")
 
-    s = out["scaling"]
-    print("\nOur pair as the work grows (same rounds, medians):\n")
-    print("| scenario | calls/s | p50 ms | p99 ms |")
-    print("|---|---:|---:|---:|")
-    for name, results in s.items():
-        print(f"| {name} | {median(results, 'rps'):,.0f} | {median(results, 'p50_ms'):.3f} "
-              f"| {median(results, 'p99_ms'):.3f} |")
-    print(f"\ntwo servers / one server: "
-          f"{median(s['two servers'], 'rps') / median(s['one server'], 'rps'):.2f}×")
+    s = out.get("scaling")
+    if s:
+        print("\nOur pair as the work grows (same rounds, medians):\n")
+        print("| scenario | calls/s | p50 ms | p99 ms | broker µs/call |")
+        print("|---|---:|---:|---:|---:|")
+        for name, results in s.items():
+            print(f"| {name} | {median(results, 'rps'):,.0f} | {median(results, 'p50_ms'):.3f} "
+                  f"| {median(results, 'p99_ms'):.3f} | {broker(results)} |")
+        print(f"\ntwo servers / one server: {ratio(s, 'two servers', 'one server'):.2f}×")
+
+    if "tuning" in out:
+        t = out["tuning"]
+        print("\nOur pair at 200 in flight with one setting changed (defaults: prefetch 128, "
+              "concurrency 64, one thread each side):\n")
+        print("| variant | calls/s | p50 ms | p99 ms | broker µs/call |")
+        print("|---|---:|---:|---:|---:|")
+        for name, results in t.items():
+            print(f"| {name} | {median(results, 'rps'):,.0f} | {median(results, 'p50_ms'):.3f} "
+                  f"| {median(results, 'p99_ms'):.3f} | {broker(results)} |")
 
     if "million" in out:
         big = out["inflight 10000"]

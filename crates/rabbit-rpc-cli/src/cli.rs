@@ -143,6 +143,11 @@ pub struct BenchArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
 
+    /// Have the broker confirm every request (publisher confirms), to
+    /// measure what they cost.
+    #[arg(long)]
+    pub publisher_confirms: bool,
+
     /// Print the summary as JSON, on the last line of stdout.
     #[arg(long)]
     pub json: bool,

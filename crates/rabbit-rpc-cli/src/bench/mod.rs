@@ -73,6 +73,7 @@ pub async fn bench(url: &str, args: &BenchArgs) -> Result<Summary, Error> {
     let client = Client::builder()
         .url(url)
         .timeout(args.timeout)
+        .publisher_confirms(args.publisher_confirms)
         .connection_name("rabbit-rpc bench")
         .connect()
         .await?;
