@@ -143,6 +143,10 @@ pub struct BenchArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
 
+    /// The requests' content type, as `call` sends it; empty for none.
+    #[arg(long, default_value = "text/plain")]
+    pub content_type: String,
+
     /// Have the broker confirm every request (publisher confirms), to
     /// measure what they cost.
     #[arg(long)]

@@ -77,9 +77,10 @@ pub async fn bench(url: &str, args: &BenchArgs) -> Result<Summary, Error> {
         .connection_name("rabbit-rpc bench")
         .connect()
         .await?;
-    let options = CallOptions::new()
-        .content_type("text/plain")
-        .timeout(args.timeout);
+    let mut options = CallOptions::new().timeout(args.timeout);
+    if !args.content_type.is_empty() {
+        options = options.content_type(&args.content_type);
+    }
     let body = args.body_bytes();
     match client.call_with(&args.queue, &body, &options).await {
         // An error reply is an answer: benchmarking the error path is fine.
