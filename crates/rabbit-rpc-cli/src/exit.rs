@@ -42,10 +42,7 @@ pub fn message_for(error: &Error) -> String {
         Error::Connect { .. } => {
             format!("error: {error} (the broker is set with --url or AMQP_URL)")
         }
-        Error::NoRoute { .. } => {
-            format!("error: {error}; start one with `rabbit-rpc serve fib`")
-        }
-        Error::NoServer { .. } => {
+        Error::NoRoute { .. } | Error::NoServer { .. } => {
             format!("error: {error}; start one with `rabbit-rpc serve fib`")
         }
         _ => format!("error: {error}"),
