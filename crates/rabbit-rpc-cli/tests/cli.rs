@@ -8,7 +8,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lapin::{options::BasicConsumeOptions, types::FieldTable};
 use rabbit_rpc_cli::exit;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -149,17 +148,7 @@ async fn a_queue_without_a_server_exits_no_server_before_the_timeout() {
 #[tokio::test]
 async fn a_server_that_does_not_answer_in_time_exits_timeout() {
     let queue = common::unique_queue("cli_timeout");
-    let (connection, channel) = common::raw_channel().await;
-    common::declare(&channel, &queue).await;
-    let _silent = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (connection, _silent) = common::silent_server(&queue).await;
     let output = rabbit_rpc(&["call", "--queue", &queue, "--timeout", "500ms"]).await;
     assert_eq!(code(&output), exit::TIMEOUT, "{}", stderr(&output));
     assert_eq!(

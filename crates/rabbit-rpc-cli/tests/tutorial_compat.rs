@@ -30,18 +30,7 @@ async fn tutorial_call(queue: &str, body: &[u8]) -> (Vec<u8>, BasicProperties) {
         )
         .await
         .unwrap();
-    let mut replies = channel
-        .basic_consume(
-            reply_queue.name().clone(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut replies = common::consume(&channel, reply_queue.name().as_str(), true).await;
     let correlation_id = uuid::Uuid::new_v4().to_string();
     let properties = BasicProperties::default()
         .with_content_type("text/plain".into())

@@ -7,11 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::TestServer;
 use futures_util::StreamExt;
-use lapin::{
-    BasicProperties,
-    options::{BasicConsumeOptions, BasicPublishOptions},
-    types::FieldTable,
-};
+use lapin::{BasicProperties, options::BasicPublishOptions};
 use rabbit_rpc::{CallOptions, Client, Code, Request, Status, blocking_fn, handler_fn};
 
 fn short(timeout_ms: u64) -> CallOptions {
@@ -21,18 +17,7 @@ fn short(timeout_ms: u64) -> CallOptions {
 #[tokio::test]
 async fn a_server_that_never_replies_gives_a_timeout_and_leaves_nothing_pending() {
     let queue = common::unique_queue("never_replies");
-    let (connection, channel) = common::raw_channel().await;
-    common::declare(&channel, &queue).await;
-    // A consumer that takes requests and never answers or acknowledges.
-    let _silent = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (connection, _silent) = common::silent_server(&queue).await;
 
     let client = common::client().await;
     let started = Instant::now();
@@ -168,17 +153,7 @@ async fn a_panicking_blocking_handler_is_caught_too() {
 #[tokio::test]
 async fn closing_the_client_fails_waiting_calls_at_once_and_new_ones_too() {
     let queue = common::unique_queue("close_client");
-    let (connection, channel) = common::raw_channel().await;
-    common::declare(&channel, &queue).await;
-    let _silent = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (connection, _silent) = common::silent_server(&queue).await;
 
     let client = common::client().await;
     let waiting = tokio::spawn({
@@ -212,18 +187,7 @@ async fn replies_with_unknown_correlation_ids_are_dropped_and_counted() {
     let queue = common::unique_queue("unknown_reply");
     let (connection, channel) = common::raw_channel().await;
     common::declare(&channel, &queue).await;
-    let mut requests = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut requests = common::consume(&channel, &queue, true).await;
     let server = tokio::spawn(async move {
         let request = requests.next().await.unwrap().unwrap();
         let reply_to = request.properties.reply_to().clone().unwrap();

@@ -7,11 +7,7 @@ use std::{sync::Arc, time::Duration};
 
 use common::TestServer;
 use futures_util::{StreamExt, future::join_all};
-use lapin::{
-    BasicProperties,
-    options::{BasicConsumeOptions, QueueDeclareOptions},
-    types::FieldTable,
-};
+use lapin::{BasicProperties, options::QueueDeclareOptions, types::FieldTable};
 use rabbit_rpc::{Request, Status, handler_fn, protocol::STATUS_HEADER};
 use tokio::sync::Semaphore;
 
@@ -30,18 +26,7 @@ async fn reply_queue(channel: &lapin::Channel) -> (String, lapin::Consumer) {
         .await
         .unwrap();
     let name = queue.name().to_string();
-    let consumer = channel
-        .basic_consume(
-            name.as_str().into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let consumer = common::consume(channel, &name, true).await;
     (name, consumer)
 }
 

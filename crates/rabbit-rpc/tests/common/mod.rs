@@ -8,7 +8,7 @@ use std::{future::Future, time::Duration};
 
 use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties,
-    options::{BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions},
+    options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions},
     types::{AMQPValue, FieldTable},
 };
 use rabbit_rpc::{Client, Error, Handler, Server};
@@ -123,6 +123,33 @@ pub async fn declare(channel: &Channel, queue: &str) {
         .queue_declare(queue.into(), QueueDeclareOptions::default(), expiring())
         .await
         .expect("declare queue");
+}
+
+/// Consumes `queue` on `channel`; `no_ack` as the tutorial's client consumes
+/// its reply queue.
+pub async fn consume(channel: &Channel, queue: &str, no_ack: bool) -> lapin::Consumer {
+    channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume")
+}
+
+/// Declares `queue` with a consumer that takes requests and never answers
+/// or acknowledges them: a server that hangs. It lasts as long as the
+/// returned connection.
+pub async fn silent_server(queue: &str) -> (Connection, lapin::Consumer) {
+    let (connection, channel) = raw_channel().await;
+    declare(&channel, queue).await;
+    let consumer = consume(&channel, queue, false).await;
+    (connection, consumer)
 }
 
 pub async fn publish(
