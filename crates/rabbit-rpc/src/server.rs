@@ -336,7 +336,7 @@ impl<H: Handler> Shared<H> {
             .replies
             .basic_publish(
                 "".into(),
-                reply_to.clone(),
+                reply_to,
                 BasicPublishOptions::default(),
                 &body,
                 properties,
