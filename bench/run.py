@@ -283,7 +283,7 @@ def main():
             out["scaling"] = rounds(args.rounds, scaling)
 
         if args.tuning:
-            variants = [(f"prefetch {n}", ["--prefetch", str(n)]) for n in (1, 16, 128, 512)]
+            variants = [(f"prefetch {n}", ["--prefetch", str(n)]) for n in (1, 16, 128, 256, 512)]
             variants += [(f"concurrency {n}", ["--concurrency", str(n)]) for n in (1, 8, 64, 256)]
             tuned = {}
             for name, options in variants:
@@ -369,7 +369,7 @@ def print_table(out, args, have_go):
 
     if "tuning" in out:
         t = out["tuning"]
-        print("\nOur pair at 200 in flight with one setting changed (defaults: prefetch 128, "
+        print("\nOur pair at 200 in flight with one setting changed (defaults: prefetch 256, "
               "concurrency 64, one thread each side):\n")
         print("| variant | calls/s | p50 ms | p99 ms | broker µs/call |")
         print("|---|---:|---:|---:|---:|")

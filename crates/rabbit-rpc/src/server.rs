@@ -29,7 +29,7 @@ pub const DEFAULT_QUEUE: &str = "rpc_queue";
 pub const DEFAULT_CONCURRENCY: usize = 64;
 
 /// How many unacknowledged requests the broker sends ahead by default.
-pub const DEFAULT_PREFETCH: u16 = 128;
+pub const DEFAULT_PREFETCH: u16 = 256;
 
 /// Builds a [`Server`]; every setting has a documented default.
 #[derive(Debug, Clone)]
