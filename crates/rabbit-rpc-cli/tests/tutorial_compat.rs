@@ -11,8 +11,7 @@ use common::TestServer;
 use futures_util::StreamExt;
 use lapin::{
     BasicProperties,
-    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions},
-    types::FieldTable,
+    options::{BasicAckOptions, BasicQosOptions},
 };
 use rabbit_rpc::Code;
 use rabbit_rpc_cli::fib::FibService;
@@ -22,20 +21,12 @@ use rabbit_rpc_cli::fib::FibService;
 /// the reply with that id.
 async fn tutorial_call(queue: &str, body: &[u8]) -> (Vec<u8>, BasicProperties) {
     let (connection, channel) = common::raw_channel().await;
-    let reply_queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions::exclusive(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut replies = common::consume(&channel, reply_queue.name().as_str(), true).await;
+    let (reply_queue, mut replies) = common::reply_queue(&channel).await;
     let correlation_id = uuid::Uuid::new_v4().to_string();
     let properties = BasicProperties::default()
         .with_content_type("text/plain".into())
         .with_correlation_id(correlation_id.as_str().into())
-        .with_reply_to(reply_queue.name().clone());
+        .with_reply_to(reply_queue.as_str().into());
     common::publish(&channel, queue, body, properties).await;
     let wait = async {
         while let Some(Ok(reply)) = replies.next().await {
@@ -95,15 +86,7 @@ async fn our_client_gets_the_answer_from_a_tutorial_style_server() {
         .basic_qos(1, BasicQosOptions::default())
         .await
         .unwrap();
-    let mut requests = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut requests = common::consume(&channel, &queue, false).await;
     let server = tokio::spawn(async move {
         while let Some(Ok(request)) = requests.next().await {
             let n: u64 = std::str::from_utf8(&request.data).unwrap().parse().unwrap();

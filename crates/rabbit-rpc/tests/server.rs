@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 
 use common::TestServer;
 use futures_util::{StreamExt, future::join_all};
-use lapin::{BasicProperties, options::QueueDeclareOptions, types::FieldTable};
+use lapin::BasicProperties;
 use rabbit_rpc::{Request, Status, handler_fn, protocol::STATUS_HEADER};
 use tokio::sync::Semaphore;
 
@@ -15,26 +15,11 @@ fn echo() -> impl rabbit_rpc::Handler {
     handler_fn(|request: Request| async move { Ok::<_, Status>(request.into_body()) })
 }
 
-/// An exclusive reply queue for a raw client, as the tutorial's client uses.
-async fn reply_queue(channel: &lapin::Channel) -> (String, lapin::Consumer) {
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions::exclusive(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let name = queue.name().to_string();
-    let consumer = common::consume(channel, &name, true).await;
-    (name, consumer)
-}
-
 #[tokio::test]
 async fn a_request_without_correlation_id_gets_an_error_reply() {
     let server = TestServer::start("no_correlation_id", echo()).await;
     let (connection, channel) = common::raw_channel().await;
-    let (reply_to, mut replies) = reply_queue(&channel).await;
+    let (reply_to, mut replies) = common::reply_queue(&channel).await;
     let properties = BasicProperties::default().with_reply_to(reply_to.as_str().into());
     common::publish(&channel, &server.queue, b"1", properties).await;
 

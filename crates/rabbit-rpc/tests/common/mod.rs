@@ -142,6 +142,22 @@ pub async fn consume(channel: &Channel, queue: &str, no_ack: bool) -> lapin::Con
         .expect("consume")
 }
 
+/// An exclusive, server-named reply queue consumed without acks: what the
+/// tutorial's client uses for replies.
+pub async fn reply_queue(channel: &Channel) -> (String, lapin::Consumer) {
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions::exclusive(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare reply queue");
+    let name = queue.name().to_string();
+    let consumer = consume(channel, &name, true).await;
+    (name, consumer)
+}
+
 /// Declares `queue` with a consumer that takes requests and never answers
 /// or acknowledges them: a server that hangs. It lasts as long as the
 /// returned connection.
