@@ -87,7 +87,7 @@ pub struct ServerArgs {
     pub queue: String,
 
     /// How many requests are handled at once.
-    #[arg(long, default_value_t = rabbit_rpc::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(usize))]
+    #[arg(long, default_value_t = rabbit_rpc::DEFAULT_CONCURRENCY, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub concurrency: usize,
 
     /// How many unacknowledged requests the broker sends ahead.

@@ -8,7 +8,8 @@ pub const OK: u8 = 0;
 /// Any failure not listed below (an unexpected AMQP error, a queue declared
 /// with other settings, …).
 pub const FAILURE: u8 = 1;
-/// Bad command-line usage, including a malformed `--url` (clap's own code).
+/// Bad command-line usage, including a malformed `--url` or a request that
+/// cannot be sent as given (clap's own code).
 pub const USAGE: u8 = 2;
 /// The server answered with an error status (e.g. `invalid_argument`).
 pub const REMOTE_ERROR: u8 = 3;
@@ -31,7 +32,7 @@ pub fn code_for(error: &Error) -> u8 {
         Error::NoRoute { .. } | Error::NoServer { .. } => NO_SERVER,
         Error::Connect { .. } => CANNOT_CONNECT,
         Error::ConnectionLost { .. } => CONNECTION_LOST,
-        Error::InvalidUrl { .. } => USAGE,
+        Error::InvalidUrl { .. } | Error::InvalidRequest { .. } => USAGE,
         _ => FAILURE,
     }
 }

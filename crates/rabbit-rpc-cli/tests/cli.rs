@@ -180,6 +180,12 @@ async fn bad_arguments_are_usage_errors() {
     assert!(stderr(&output).contains("500ms"), "{}", stderr(&output));
     let output = rabbit_rpc(&["serve", "fib", "--prefetch", "0"]).await;
     assert_eq!(code(&output), exit::USAGE, "{}", stderr(&output));
+    let output = rabbit_rpc(&["serve", "fib", "--concurrency", "0"]).await;
+    assert_eq!(code(&output), exit::USAGE, "{}", stderr(&output));
+    let long_queue = "q".repeat(300);
+    let output = rabbit_rpc(&["call", "--queue", &long_queue]).await;
+    assert_eq!(code(&output), exit::USAGE, "{}", stderr(&output));
+    assert_eq!(stderr(&output).lines().count(), 1, "{}", stderr(&output));
 }
 
 #[tokio::test]
@@ -227,7 +233,9 @@ async fn bench_smoke_run_answers_every_call_and_ends_with_a_json_line() {
     assert_eq!(summary["errors_by_kind"]["remote_invalid_argument"], 10);
 
     signal(&server, "-TERM");
-    let _ = server.wait().await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), server.wait())
+        .await
+        .expect("serve did not stop within 10 s of SIGTERM");
     common::delete_queue(&queue).await;
 }
 

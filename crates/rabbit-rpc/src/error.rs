@@ -28,6 +28,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// The request cannot be sent as it is (a queue name or content type
+    /// over AMQP's 255 bytes, a body over the client's limit).
+    #[error("invalid request: {reason}")]
+    InvalidRequest {
+        /// What is wrong.
+        reason: String,
+    },
+
     /// No queue of that name exists, so the broker could not route the
     /// request (it came back as unroutable).
     #[error("no queue named '{queue}' (is a server for it running?)")]
@@ -91,7 +99,7 @@ impl Error {
     pub fn code(&self) -> Code {
         match self {
             Error::Remote(status) => status.code(),
-            Error::InvalidUrl { .. } => Code::InvalidArgument,
+            Error::InvalidUrl { .. } | Error::InvalidRequest { .. } => Code::InvalidArgument,
             Error::Timeout { .. } => Code::DeadlineExceeded,
             Error::NoRoute { .. } => Code::NotFound,
             Error::Declare { .. } => Code::InvalidArgument,

@@ -62,13 +62,16 @@ mod status;
 
 pub use broker::{BrokerUrl, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEARTBEAT_SECS, DEFAULT_URL};
 pub use client::{
-    CallOptions, Client, ClientBuilder, DEFAULT_NO_SERVER_CHECK, DEFAULT_TIMEOUT, RETURN_SWEEP,
-    ReplyQueue,
+    CallOptions, Client, ClientBuilder, DEFAULT_MAX_BODY_SIZE, DEFAULT_NO_SERVER_CHECK,
+    DEFAULT_TIMEOUT, RETURN_SWEEP, ReplyQueue,
 };
 pub use error::Error;
 pub use handler::{BlockingFn, Handler, HandlerFn, Request, Response, blocking_fn, handler_fn};
 pub use protocol::Reply;
-pub use server::{DEFAULT_CONCURRENCY, DEFAULT_PREFETCH, DEFAULT_QUEUE, Server, ServerBuilder};
+pub use server::{
+    DEFAULT_CONCURRENCY, DEFAULT_MAX_REPLY_SIZE, DEFAULT_PREFETCH, DEFAULT_QUEUE, Server,
+    ServerBuilder,
+};
 pub use status::{Code, Status};
 
 /// Re-exported so callers can build queue arguments without naming lapin.

@@ -59,20 +59,45 @@ impl Reply {
     }
 }
 
+/// A queue name as AMQP carries it (a short string: at most 255 bytes).
+///
+/// # Errors
+/// [`Error::InvalidRequest`](crate::Error::InvalidRequest) when it is longer.
+pub(crate) fn queue_name(name: &str) -> Result<ShortString, crate::Error> {
+    ShortString::try_new(name).map_err(|_| crate::Error::InvalidRequest {
+        reason: format!(
+            "queue name is {} bytes; AMQP allows at most 255",
+            name.len()
+        ),
+    })
+}
+
 /// Properties of a request: `reply_to`, `correlation_id` and, when given,
 /// `content_type`.
+///
+/// # Errors
+/// [`Error::InvalidRequest`](crate::Error::InvalidRequest) for a content type
+/// longer than AMQP's 255 bytes.
 pub(crate) fn request_properties(
     reply_to: &str,
     correlation_id: &str,
     content_type: Option<&str>,
-) -> BasicProperties {
+) -> Result<BasicProperties, crate::Error> {
+    // Both are ours and short: the reply queue name, a prefix and a counter.
     let properties = BasicProperties::default()
         .with_reply_to(reply_to.into())
         .with_correlation_id(correlation_id.into());
-    match content_type {
-        Some(content_type) => properties.with_content_type(content_type.into()),
-        None => properties,
-    }
+    let Some(content_type) = content_type else {
+        return Ok(properties);
+    };
+    let content_type =
+        ShortString::try_new(content_type).map_err(|_| crate::Error::InvalidRequest {
+            reason: format!(
+                "content type is {} bytes; AMQP allows at most 255",
+                content_type.len()
+            ),
+        })?;
+    Ok(properties.with_content_type(content_type))
 }
 
 /// Properties of a reply to a request with `correlation_id`.

@@ -31,6 +31,11 @@ pub const DEFAULT_CONCURRENCY: usize = 64;
 /// How many unacknowledged requests the broker sends ahead by default.
 pub const DEFAULT_PREFETCH: u16 = 256;
 
+/// The largest reply a server sends by default: RabbitMQ 4's default
+/// `max_message_size`. A larger one would make the broker close the reply
+/// channel; it is answered with `resource_exhausted` instead.
+pub const DEFAULT_MAX_REPLY_SIZE: usize = 16 * 1024 * 1024;
+
 /// Builds a [`Server`]; every setting has a documented default.
 #[derive(Debug, Clone)]
 pub struct ServerBuilder {
@@ -41,6 +46,7 @@ pub struct ServerBuilder {
     durable: bool,
     arguments: FieldTable,
     connect_timeout: Duration,
+    max_reply_size: usize,
     name: String,
 }
 
@@ -54,6 +60,7 @@ impl Default for ServerBuilder {
             durable: false,
             arguments: FieldTable::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_reply_size: DEFAULT_MAX_REPLY_SIZE,
             name: "rabbit-rpc server".to_owned(),
         }
     }
@@ -109,6 +116,14 @@ impl ServerBuilder {
         self
     }
 
+    /// The largest reply body sent; a handler's larger result is answered
+    /// with `resource_exhausted`. Default: [`DEFAULT_MAX_REPLY_SIZE`]
+    /// (16 MiB). Keep it under the broker's `max_message_size`.
+    pub fn max_reply_size(mut self, bytes: usize) -> ServerBuilder {
+        self.max_reply_size = bytes;
+        self
+    }
+
     /// The connection name shown by `rabbitmqctl list_connections`.
     /// Default: `rabbit-rpc server`.
     pub fn connection_name(mut self, name: impl Into<String>) -> ServerBuilder {
@@ -125,6 +140,7 @@ impl ServerBuilder {
     /// queue exists with other settings, or another AMQP error.
     pub async fn bind(self) -> Result<Server, Error> {
         let url = BrokerUrl::parse(&self.url)?;
+        let queue = crate::protocol::queue_name(&self.queue)?;
         let connection = url.connect(&self.name, self.connect_timeout).await?;
         let requests = connection
             .create_channel()
@@ -138,7 +154,7 @@ impl ServerBuilder {
             .map_err(Error::from_lapin)?;
         requests
             .queue_declare(
-                self.queue.as_str().into(),
+                queue.clone(),
                 QueueDeclareOptions {
                     durable: self.durable,
                     ..QueueDeclareOptions::default()
@@ -156,7 +172,7 @@ impl ServerBuilder {
             .map_err(Error::from_lapin)?;
         let consumer = requests
             .basic_consume(
-                self.queue.as_str().into(),
+                queue,
                 "".into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
@@ -170,6 +186,7 @@ impl ServerBuilder {
             consumer,
             queue: self.queue,
             concurrency: self.concurrency,
+            max_reply_size: self.max_reply_size,
         })
     }
 }
@@ -208,6 +225,7 @@ pub struct Server {
     consumer: Consumer,
     queue: String,
     concurrency: usize,
+    max_reply_size: usize,
 }
 
 impl Server {
@@ -249,21 +267,26 @@ impl Server {
             mut consumer,
             queue,
             concurrency,
+            max_reply_size,
         } = self;
         let shared = Arc::new(Shared {
             handler,
             replies,
             queue,
+            max_reply_size,
+            failure: Failure::default(),
         });
         let permits = Arc::new(Semaphore::new(concurrency));
         let mut shutdown = std::pin::pin!(shutdown);
         let ended = loop {
             let permit = tokio::select! {
                 () = &mut shutdown => break None,
+                reason = shared.failure.wait() => break Some(Error::ConnectionLost { reason }),
                 permit = Arc::clone(&permits).acquire_owned() => permit.expect("never closed"),
             };
             let delivery = tokio::select! {
                 () = &mut shutdown => break None,
+                reason = shared.failure.wait() => break Some(Error::ConnectionLost { reason }),
                 delivery = consumer.next() => delivery,
             };
             match delivery {
@@ -306,6 +329,32 @@ struct Shared<H> {
     handler: H,
     replies: Channel,
     queue: String,
+    max_reply_size: usize,
+    failure: Failure,
+}
+
+/// A request task's report that the server cannot go on (its reply channel
+/// is gone): the serve loop ends with it, the connection closes, and the
+/// broker hands unacknowledged requests to another server.
+#[derive(Default)]
+struct Failure {
+    reason: std::sync::Mutex<Option<String>>,
+    raised: tokio::sync::Notify,
+}
+
+impl Failure {
+    fn raise(&self, reason: String) {
+        let mut slot = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        slot.get_or_insert(reason);
+        // A stored permit: the loop sees it even if not waiting right now.
+        self.raised.notify_one();
+    }
+
+    async fn wait(&self) -> String {
+        self.raised.notified().await;
+        let slot = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        slot.clone().unwrap_or_default()
+    }
 }
 
 impl<H: Handler> Shared<H> {
@@ -331,7 +380,12 @@ impl<H: Handler> Shared<H> {
             )),
             Some(_) => self.run_handler(&mut delivery).await,
         };
-        let (properties, body) = reply(correlation_id.as_ref(), &delivery.properties, result);
+        let (properties, body) = reply(
+            correlation_id.as_ref(),
+            &delivery.properties,
+            result,
+            self.max_reply_size,
+        );
         let published = self
             .replies
             .basic_publish(
@@ -344,11 +398,12 @@ impl<H: Handler> Shared<H> {
             .await;
         match published {
             Ok(_) => ack(&delivery).await,
-            // Not acknowledged: the broker hands it to a server again when
-            // this connection closes.
-            Err(error) => {
-                warn!(%error, "could not publish a reply; the request will be redelivered")
-            }
+            // Not acknowledged: ending the server closes the connection, and
+            // the broker hands the request to a server again.
+            Err(error) => self.failure.raise(format!(
+                "could not publish a reply on queue '{}': {error}",
+                self.queue
+            )),
         }
     }
 
@@ -373,20 +428,34 @@ impl<H: Handler> Shared<H> {
     }
 }
 
-/// The reply's properties and body for a handler's result.
+/// The reply's properties and body for a handler's result. A result that
+/// cannot be sent as it is (too large, a content type over 255 bytes) becomes
+/// an error reply saying so.
 fn reply(
     correlation_id: Option<&ShortString>,
     request: &BasicProperties,
     result: Result<Response, Status>,
+    max_size: usize,
 ) -> (BasicProperties, Vec<u8>) {
-    match result {
-        Ok(response) => {
-            let content_type = response
-                .content_type
-                .map(|c| ShortString::from(c.as_str()))
-                .or_else(|| request.content_type().clone());
+    let sendable = result.and_then(|response| {
+        if response.body.len() > max_size {
+            return Err(Status::resource_exhausted(format!(
+                "the reply is {} bytes; this server sends at most {max_size}",
+                response.body.len()
+            )));
+        }
+        let content_type = match response.content_type {
+            Some(content_type) => Some(ShortString::try_new(content_type).map_err(|_| {
+                Status::internal("the handler set a content type longer than 255 bytes")
+            })?),
+            None => request.content_type().clone(),
+        };
+        Ok((content_type, response.body))
+    });
+    match sendable {
+        Ok((content_type, body)) => {
             let properties = protocol::reply_properties(correlation_id, Code::Ok, content_type);
-            (properties, response.body)
+            (properties, body)
         }
         Err(status) => {
             debug!(%status, "answering with an error");
@@ -395,10 +464,15 @@ fn reply(
                 status.code(),
                 Some(ERROR_CONTENT_TYPE.into()),
             );
-            (properties, status.message().as_bytes().to_vec())
+            let mut message = status.message().as_bytes().to_vec();
+            message.truncate(max_size.min(MAX_ERROR_MESSAGE));
+            (properties, message)
         }
     }
 }
+
+/// Error messages longer than this are cut: they are for people.
+const MAX_ERROR_MESSAGE: usize = 64 * 1024;
 
 async fn ack(delivery: &Delivery) {
     if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {

@@ -34,9 +34,21 @@ async fn a_server_that_never_replies_gives_a_timeout_and_leaves_nothing_pending(
     common::delete_queue(&queue).await;
 }
 
+/// A client that checks for a server only after 30 s: a "no route" it
+/// reports sooner came from the broker's return, not from that check.
+async fn client_without_early_check(confirms: bool) -> Client {
+    Client::builder()
+        .url(common::url())
+        .no_server_check(Duration::from_secs(30))
+        .publisher_confirms(confirms)
+        .connect()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_queue_that_does_not_exist_fails_at_once_with_no_route() {
-    let client = common::client().await;
+    let client = client_without_early_check(false).await;
     let started = Instant::now();
     let error = client
         .call_with(&common::unique_queue("missing"), "1", &short(20_000))
@@ -277,12 +289,7 @@ async fn a_port_that_never_speaks_amqp_fails_within_the_connect_timeout() {
 
 #[tokio::test]
 async fn with_publisher_confirms_a_missing_queue_is_reported_by_the_confirm() {
-    let client = Client::builder()
-        .url(common::url())
-        .publisher_confirms(true)
-        .connect()
-        .await
-        .unwrap();
+    let client = client_without_early_check(true).await;
     let error = client
         .call_with(
             &common::unique_queue("missing_confirmed"),
@@ -311,5 +318,96 @@ async fn with_publisher_confirms_a_missing_queue_is_reported_by_the_confirm() {
     {
         assert_eq!(reply.unwrap().text(), i.to_string());
     }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_request_the_server_took_is_not_reported_as_no_server() {
+    // The server took the request and then stopped consuming, as a server
+    // draining for shutdown does: nobody consumes, but nothing waits in the
+    // queue either. The caller waits for the answer (here: until its timeout)
+    // instead of hearing "no server".
+    let queue = common::unique_queue("draining");
+    let (connection, channel) = common::raw_channel().await;
+    common::declare(&channel, &queue).await;
+    let mut silent = common::consume(&channel, &queue, false).await;
+    let client = Client::builder()
+        .url(common::url())
+        .no_server_check(Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap();
+    let call = tokio::spawn({
+        let client = client.clone();
+        let queue = queue.clone();
+        async move { client.call_with(&queue, "1", &short(2000)).await }
+    });
+    // Took it (unacknowledged), then stopped consuming.
+    let delivery = silent.next().await.unwrap().unwrap();
+    channel
+        .basic_cancel(silent.tag(), lapin::options::BasicCancelOptions::default())
+        .await
+        .unwrap();
+    let error = call.await.unwrap().unwrap_err();
+    assert!(error.is_timeout(), "{error}");
+    drop(delivery);
+    let _ = connection.close(200, "done".into()).await;
+    common::delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn an_oversized_request_fails_at_once_and_the_client_stays_usable() {
+    let server = TestServer::start(
+        "oversized_request",
+        handler_fn(|request: Request| async move { Ok::<_, Status>(request.into_body()) }),
+    )
+    .await;
+    let client = Client::builder()
+        .url(common::url())
+        .max_body_size(1024)
+        .connect()
+        .await
+        .unwrap();
+    let error = client
+        .call(&server.queue, vec![b'x'; 1025])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, rabbit_rpc::Error::InvalidRequest { .. }),
+        "{error}"
+    );
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert_eq!(client.call(&server.queue, "ok").await.unwrap().text(), "ok");
+
+    let long_name = "q".repeat(256);
+    let error = client.call(&long_name, "1").await.unwrap_err();
+    assert!(error.to_string().contains("255"), "{error}");
+    let options = CallOptions::new().content_type("t".repeat(256));
+    let error = client
+        .call_with(&server.queue, "1", &options)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("255"), "{error}");
+    assert_eq!(client.pending_calls(), 0);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_huge_timeout_means_no_timeout_not_a_panic() {
+    let server = TestServer::start(
+        "huge_timeout",
+        handler_fn(|request: Request| async move { Ok::<_, Status>(request.into_body()) }),
+    )
+    .await;
+    let client = common::client().await;
+    let options = CallOptions::new().timeout(Duration::MAX);
+    assert_eq!(
+        client
+            .call_with(&server.queue, "1", &options)
+            .await
+            .unwrap()
+            .text(),
+        "1"
+    );
     server.stop().await.unwrap();
 }

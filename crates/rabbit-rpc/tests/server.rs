@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use common::TestServer;
 use futures_util::{StreamExt, future::join_all};
 use lapin::BasicProperties;
-use rabbit_rpc::{Request, Status, handler_fn, protocol::STATUS_HEADER};
+use rabbit_rpc::{Request, Response, Status, handler_fn, protocol::STATUS_HEADER};
 use tokio::sync::Semaphore;
 
 fn echo() -> impl rabbit_rpc::Handler {
@@ -101,7 +101,15 @@ async fn shutdown_finishes_requests_in_hand_and_returns_the_rest_to_the_queue() 
         TestServer::start_with("drain", handler, |b| b.concurrency(1).prefetch(10)).await;
     let queue = server.queue.clone();
 
-    let client = common::client().await;
+    // Between the drain and the second server nobody consumes the queue: a
+    // client that checked for a server then would rightly give up. This one
+    // waits; the test is about the requests, not that check.
+    let client = rabbit_rpc::Client::builder()
+        .url(common::url())
+        .no_server_check(Duration::from_secs(30))
+        .connect()
+        .await
+        .unwrap();
     let calls: Vec<_> = (0..5)
         .map(|i| {
             let client = client.clone();
@@ -146,5 +154,31 @@ async fn shutdown_finishes_requests_in_hand_and_returns_the_rest_to_the_queue() 
         .collect();
     answers.sort();
     assert_eq!(answers, ["0", "1", "2", "3", "4"]);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn replies_that_cannot_be_sent_become_error_replies() {
+    let server = TestServer::start_with(
+        "unsendable_reply",
+        handler_fn(|request: Request| async move {
+            match request.body() {
+                b"big" => Ok(Response::new(vec![b'x'; 2048])),
+                b"odd type" => Ok(Response::new("x").with_content_type("t".repeat(256))),
+                _ => Ok::<_, Status>(Response::new(request.into_body())),
+            }
+        }),
+        |builder| builder.max_reply_size(1024),
+    )
+    .await;
+    let client = common::client().await;
+    let error = client.call(&server.queue, "big").await.unwrap_err();
+    assert_eq!(error.code(), rabbit_rpc::Code::ResourceExhausted, "{error}");
+    let error = client.call(&server.queue, "odd type").await.unwrap_err();
+    assert_eq!(error.code(), rabbit_rpc::Code::Internal, "{error}");
+    assert_eq!(
+        client.call(&server.queue, "fine").await.unwrap().text(),
+        "fine"
+    );
     server.stop().await.unwrap();
 }

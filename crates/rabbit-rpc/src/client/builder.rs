@@ -8,7 +8,7 @@ use lapin::{
     types::FieldTable,
 };
 
-use super::{Client, DEFAULT_TIMEOUT};
+use super::{Client, DEFAULT_MAX_BODY_SIZE, DEFAULT_TIMEOUT};
 use crate::{
     BrokerUrl, DEFAULT_URL, Error, broker::DEFAULT_CONNECT_TIMEOUT, protocol::DIRECT_REPLY_TO,
 };
@@ -39,6 +39,7 @@ pub struct ClientBuilder {
     pub(super) no_server_check: Duration,
     pub(super) reply_queue: ReplyQueue,
     pub(super) publisher_confirms: bool,
+    pub(super) max_body_size: usize,
     pub(super) name: String,
 }
 
@@ -51,6 +52,7 @@ impl Default for ClientBuilder {
             no_server_check: DEFAULT_NO_SERVER_CHECK,
             reply_queue: ReplyQueue::default(),
             publisher_confirms: false,
+            max_body_size: DEFAULT_MAX_BODY_SIZE,
             name: "rabbit-rpc client".to_owned(),
         }
     }
@@ -100,6 +102,15 @@ impl ClientBuilder {
     /// RabbitMQ 3.10), and the broker is the bottleneck of an RPC system.
     pub fn publisher_confirms(mut self, on: bool) -> ClientBuilder {
         self.publisher_confirms = on;
+        self
+    }
+
+    /// The largest request body sent; a call with a larger one fails at once
+    /// with [`Error::InvalidRequest`] instead of making the broker close the
+    /// channel. Default: [`DEFAULT_MAX_BODY_SIZE`](super::DEFAULT_MAX_BODY_SIZE)
+    /// (16 MiB). Keep it under the broker's `max_message_size`.
+    pub fn max_body_size(mut self, bytes: usize) -> ClientBuilder {
+        self.max_body_size = bytes;
         self
     }
 

@@ -21,6 +21,13 @@ use unroutable::PendingConfirm;
 /// How long a call waits for its reply unless told otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The largest request body a client sends by default: RabbitMQ 4's default
+/// `max_message_size`. A larger message makes the broker close the channel.
+pub const DEFAULT_MAX_BODY_SIZE: usize = 16 * 1024 * 1024;
+
+/// A deadline for timeouts too long to represent: about 30 years.
+const NEVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
 /// An RPC client. Cheap to clone: clones share one connection and one
 /// channel, and any number of calls may run at once.
 ///
@@ -47,6 +54,7 @@ struct Inner {
     confirms: Option<mpsc::UnboundedSender<PendingConfirm>>,
     timeout: Duration,
     no_server_check: Duration,
+    max_body_size: usize,
     /// Recent "does anyone consume this queue?" answers.
     probes: Probes,
     tasks: Vec<JoinHandle<()>>,
@@ -122,9 +130,24 @@ impl Client {
         options: &CallOptions,
     ) -> Result<Reply, Error> {
         let inner = &*self.inner;
+        let body = body.as_ref();
+        if body.len() > inner.max_body_size {
+            return Err(Error::InvalidRequest {
+                reason: format!(
+                    "the body is {} bytes; this client sends at most {} (ClientBuilder::max_body_size)",
+                    body.len(),
+                    inner.max_body_size
+                ),
+            });
+        }
+        let routing_key = protocol::queue_name(queue)?;
         let timeout = options.timeout.unwrap_or(inner.timeout);
         let started = tokio::time::Instant::now();
-        let deadline = started + timeout;
+        // A timeout too large to add up (`Duration::MAX` for "no timeout")
+        // means a deadline that never comes.
+        let deadline = started
+            .checked_add(timeout)
+            .unwrap_or_else(|| started + NEVER);
         let timed_out = || Error::Timeout {
             queue: queue.to_owned(),
             after: timeout,
@@ -136,15 +159,15 @@ impl Client {
             &inner.reply_to,
             pending.id(),
             options.content_type.as_deref(),
-        );
+        )?;
         let publish = inner.channel.basic_publish(
             "".into(),
-            queue.into(),
+            routing_key,
             BasicPublishOptions {
                 mandatory: true,
                 ..BasicPublishOptions::default()
             },
-            body.as_ref(),
+            body,
             properties,
         );
         let mut publish = std::pin::pin!(publish);
@@ -178,18 +201,27 @@ impl Client {
             outcome = pending.outcome() => return outcome,
             () = &mut check => {}
         }
-        match inner.probes.check(&inner.connection, queue).await {
+        // Asking is bounded by the call's deadline: a broker that blocks this
+        // connection (a memory alarm) must not hold the call past it.
+        let probe = tokio::time::timeout_at(deadline, inner.probes.check(&inner.connection, queue));
+        match probe.await.unwrap_or(Probe::Unknown) {
             Probe::NoQueue => {
                 return Err(Error::NoRoute {
                     queue: queue.to_owned(),
                 });
             }
-            Probe::Consumers(0) => {
+            // Nobody consumes and requests wait: ours is among them. (With
+            // no message waiting, ours is in the hands of a server that is
+            // draining or restarting: keep waiting.)
+            Probe::Queue {
+                consumers: 0,
+                messages,
+            } if messages > 0 => {
                 return Err(Error::NoServer {
                     queue: queue.to_owned(),
                 });
             }
-            Probe::Consumers(_) | Probe::Unknown => {}
+            Probe::Queue { .. } | Probe::Unknown => {}
         }
         match tokio::time::timeout_at(deadline, pending.outcome()).await {
             Ok(outcome) => outcome,
@@ -232,20 +264,20 @@ impl Client {
     ) -> Client {
         let in_flight = Arc::new(InFlight::new());
         let mut tasks = vec![tokio::spawn(route_replies(replies, Arc::clone(&in_flight)))];
-        let confirms = if settings.publisher_confirms {
+        // Even with confirms on, the sweep is needed: it is what frees the
+        // confirms of calls dropped while publishing.
+        tasks.push(tokio::spawn(unroutable::sweep_returns(
+            channel.clone(),
+            Arc::clone(&in_flight),
+        )));
+        let confirms = settings.publisher_confirms.then(|| {
             let (confirms, confirm_queue) = mpsc::unbounded_channel();
             tasks.push(tokio::spawn(unroutable::watch_confirms(
                 confirm_queue,
                 Arc::clone(&in_flight),
             )));
-            Some(confirms)
-        } else {
-            tasks.push(tokio::spawn(unroutable::sweep_returns(
-                channel.clone(),
-                Arc::clone(&in_flight),
-            )));
-            None
-        };
+            confirms
+        });
         Client {
             inner: Arc::new(Inner {
                 connection,
@@ -256,6 +288,7 @@ impl Client {
                 confirms,
                 timeout: settings.timeout,
                 no_server_check: settings.no_server_check,
+                max_body_size: settings.max_body_size,
                 probes: Probes::default(),
                 tasks,
             }),

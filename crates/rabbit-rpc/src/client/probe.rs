@@ -15,7 +15,7 @@ const PROBE_TTL: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Probe {
     NoQueue,
-    Consumers(u32),
+    Queue { consumers: u32, messages: u32 },
     Unknown,
 }
 
@@ -58,7 +58,10 @@ async fn consumer_count(connection: &Connection, queue: &str) -> Probe {
     match result {
         Ok(declared) => {
             let _ = channel.close(200, "probe done".into()).await;
-            Probe::Consumers(declared.consumer_count())
+            Probe::Queue {
+                consumers: declared.consumer_count(),
+                messages: declared.message_count(),
+            }
         }
         Err(error) => match error.kind() {
             lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404 => Probe::NoQueue,

@@ -15,7 +15,8 @@ pub const RETURN_SWEEP: Duration = Duration::from_millis(20);
 /// Without publisher confirms lapin keeps returned (unroutable `mandatory`)
 /// requests until `wait_for_confirms` is called, which then returns at once.
 /// Collect them while calls wait, and fail those calls with
-/// [`Error::NoRoute`].
+/// [`Error::NoRoute`]. With confirms, the same call frees the confirms of
+/// calls dropped while publishing, which lapin otherwise keeps forever.
 pub(super) async fn sweep_returns(channel: Channel, in_flight: Arc<InFlight>) {
     let mut tick = tokio::time::interval(RETURN_SWEEP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
