@@ -143,11 +143,9 @@ impl Client {
         let routing_key = protocol::queue_name(queue)?;
         let timeout = options.timeout.unwrap_or(inner.timeout);
         let started = tokio::time::Instant::now();
-        // A timeout too large to add up (`Duration::MAX` for "no timeout")
-        // means a deadline that never comes.
-        let deadline = started
-            .checked_add(timeout)
-            .unwrap_or_else(|| started + NEVER);
+        // A timeout too large for the clock (`Duration::MAX` for "no
+        // timeout") means a deadline that never comes.
+        let deadline = started + timeout.min(NEVER);
         let timed_out = || Error::Timeout {
             queue: queue.to_owned(),
             after: timeout,
