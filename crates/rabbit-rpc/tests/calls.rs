@@ -9,13 +9,9 @@ use futures_util::future::join_all;
 use rabbit_rpc::{CallOptions, Client, ReplyQueue, Request, Response, Status, handler_fn};
 use tokio::sync::Notify;
 
-fn echo() -> impl rabbit_rpc::Handler {
-    handler_fn(|request: Request| async move { Ok::<_, Status>(request.into_body()) })
-}
-
 #[tokio::test]
 async fn round_trip() {
-    let server = TestServer::start("round_trip", echo()).await;
+    let server = TestServer::start("round_trip", common::echo()).await;
     let client = common::client().await;
     let reply = client.call(&server.queue, "hello").await.unwrap();
     assert_eq!(reply.body(), b"hello");
@@ -78,7 +74,7 @@ async fn replies_carry_the_request_content_type_unless_the_handler_sets_one() {
 
 #[tokio::test]
 async fn an_exclusive_reply_queue_works_too() {
-    let server = TestServer::start("exclusive_reply", echo()).await;
+    let server = TestServer::start("exclusive_reply", common::echo()).await;
     let client = Client::builder()
         .url(common::url())
         .reply_queue(ReplyQueue::Exclusive)

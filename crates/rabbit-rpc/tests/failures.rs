@@ -305,11 +305,7 @@ async fn with_publisher_confirms_a_missing_queue_is_reported_by_the_confirm() {
     assert_eq!(client.pending_calls(), 0);
 
     // And calls that do reach a server work as without confirms.
-    let server = TestServer::start(
-        "confirmed_round_trip",
-        handler_fn(|request: Request| async move { Ok::<_, Status>(request.into_body()) }),
-    )
-    .await;
+    let server = TestServer::start("confirmed_round_trip", common::echo()).await;
     let calls = (0..100).map(|i| client.call(&server.queue, format!("{i}")));
     for (i, reply) in futures_util::future::join_all(calls)
         .await
@@ -357,11 +353,7 @@ async fn a_request_the_server_took_is_not_reported_as_no_server() {
 
 #[tokio::test]
 async fn an_oversized_request_fails_at_once_and_the_client_stays_usable() {
-    let server = TestServer::start(
-        "oversized_request",
-        handler_fn(|request: Request| async move { Ok::<_, Status>(request.into_body()) }),
-    )
-    .await;
+    let server = TestServer::start("oversized_request", common::echo()).await;
     let client = Client::builder()
         .url(common::url())
         .max_body_size(1024)
@@ -394,11 +386,7 @@ async fn an_oversized_request_fails_at_once_and_the_client_stays_usable() {
 
 #[tokio::test]
 async fn a_huge_timeout_means_no_timeout_not_a_panic() {
-    let server = TestServer::start(
-        "huge_timeout",
-        handler_fn(|request: Request| async move { Ok::<_, Status>(request.into_body()) }),
-    )
-    .await;
+    let server = TestServer::start("huge_timeout", common::echo()).await;
     let client = common::client().await;
     let options = CallOptions::new().timeout(Duration::MAX);
     assert_eq!(

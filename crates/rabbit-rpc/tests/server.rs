@@ -11,13 +11,9 @@ use lapin::BasicProperties;
 use rabbit_rpc::{Request, Response, Status, handler_fn, protocol::STATUS_HEADER};
 use tokio::sync::Semaphore;
 
-fn echo() -> impl rabbit_rpc::Handler {
-    handler_fn(|request: Request| async move { Ok::<_, Status>(request.into_body()) })
-}
-
 #[tokio::test]
 async fn a_request_without_correlation_id_gets_an_error_reply() {
-    let server = TestServer::start("no_correlation_id", echo()).await;
+    let server = TestServer::start("no_correlation_id", common::echo()).await;
     let (connection, channel) = common::raw_channel().await;
     let (reply_to, mut replies) = common::reply_queue(&channel).await;
     let properties = BasicProperties::default().with_reply_to(reply_to.as_str().into());
@@ -51,7 +47,7 @@ async fn a_request_without_correlation_id_gets_an_error_reply() {
 
 #[tokio::test]
 async fn unanswerable_requests_are_acknowledged_and_dropped_not_requeued() {
-    let server = TestServer::start("unanswerable", echo()).await;
+    let server = TestServer::start("unanswerable", common::echo()).await;
     let queue = server.queue.clone();
     let (connection, channel) = common::raw_channel().await;
     // No reply_to: nowhere to answer. reply_to = the request queue: answering
@@ -146,7 +142,7 @@ async fn shutdown_finishes_requests_in_hand_and_returns_the_rest_to_the_queue() 
     assert_eq!(client.pending_calls(), 4);
 
     // A new server picks them up and every caller gets its answer.
-    let server = TestServer::start_on(queue.clone(), echo(), |b| b).await;
+    let server = TestServer::start_on(queue.clone(), common::echo(), |b| b).await;
     let mut answers: Vec<String> = join_all(calls)
         .await
         .into_iter()

@@ -31,6 +31,13 @@ pub fn expiring() -> FieldTable {
     arguments
 }
 
+/// A handler that answers with the request body.
+pub fn echo() -> impl Handler {
+    rabbit_rpc::handler_fn(|request: rabbit_rpc::Request| async move {
+        Ok::<_, rabbit_rpc::Status>(request.into_body())
+    })
+}
+
 pub async fn client() -> Client {
     Client::builder()
         .url(url())
