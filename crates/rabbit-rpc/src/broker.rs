@@ -1,7 +1,16 @@
 //! Where the broker is and how to reach it: URL parsing, password
-//! redaction and connecting with a bounded wait.
+//! redaction, connecting with a bounded wait, trying several brokers in turn,
+//! and the backoff between reconnection attempts.
 
-use std::{fmt, str::FromStr, time::Duration};
+use std::{
+    fmt,
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use lapin::{Connection, ConnectionProperties, uri::AMQPUri};
 
@@ -118,6 +127,118 @@ impl fmt::Debug for BrokerUrl {
     }
 }
 
+/// The brokers a client or server may use, tried in turn: one URL, or one
+/// per node of a cluster. A (re)connection starts with the broker that
+/// worked last.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoints {
+    urls: Arc<[BrokerUrl]>,
+    preferred: Arc<AtomicUsize>,
+}
+
+impl Endpoints {
+    /// Parses every URL.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] for an empty list or a bad URL.
+    pub(crate) fn parse(urls: &[String]) -> Result<Endpoints, Error> {
+        if urls.is_empty() {
+            return Err(Error::InvalidUrl {
+                reason: "no broker URL given".to_owned(),
+            });
+        }
+        let urls = urls
+            .iter()
+            .map(|url| BrokerUrl::parse(url))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Endpoints {
+            urls: urls.into(),
+            preferred: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// Connects to the first broker that answers, starting with the one that
+    /// worked last, each within `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Connect`] naming every broker tried and why each failed.
+    pub(crate) async fn connect(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<(Connection, BrokerUrl), Error> {
+        let first = self.preferred.load(Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for offset in 0..self.urls.len() {
+            let index = (first + offset) % self.urls.len();
+            let url = &self.urls[index];
+            match url.connect(name, timeout).await {
+                Ok(connection) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok((connection, url.clone()));
+                }
+                Err(error) => failures.push(error),
+            }
+        }
+        if failures.len() == 1 {
+            return Err(failures.remove(0));
+        }
+        let endpoint = self
+            .urls
+            .iter()
+            .map(BrokerUrl::endpoint)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let reason = failures
+            .iter()
+            .map(|error| match error {
+                Error::Connect { endpoint, reason } => format!("{endpoint}: {reason}"),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(Error::Connect { endpoint, reason })
+    }
+}
+
+impl fmt::Display for Endpoints {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, url) in self.urls.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{url}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The first wait before reconnecting.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// The longest wait between reconnection attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Exponential backoff with jitter between reconnection attempts: 100 ms,
+/// doubling up to 5 s, each wait drawn between half and all of that, so a
+/// fleet of clients cut off together does not reconnect in lockstep.
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    attempts: u32,
+}
+
+impl Backoff {
+    /// How long to wait before the next attempt.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let ceiling = BACKOFF_MIN
+            .saturating_mul(1 << self.attempts.min(16))
+            .min(BACKOFF_MAX);
+        self.attempts = self.attempts.saturating_add(1);
+        // Randomness without a crate for it: a v4 UUID is 122 random bits.
+        let random = (uuid::Uuid::new_v4().as_u128() & 0xffff) as f64 / 65536.0;
+        ceiling.mul_f64(0.5 + random / 2.0)
+    }
+}
+
 /// One short phrase for a failed connect, with what to check, without
 /// lapin's internal wording.
 fn describe_connect_error(error: &lapin::Error, user: &str, vhost: &str) -> String {
@@ -189,6 +310,33 @@ mod tests {
         assert_eq!(url.uri.query.heartbeat, Some(DEFAULT_HEARTBEAT_SECS));
         let url = BrokerUrl::parse("amqp://127.0.0.1?heartbeat=3").unwrap();
         assert_eq!(url.uri.query.heartbeat, Some(3));
+    }
+
+    #[test]
+    fn several_urls_are_shown_without_passwords() {
+        let endpoints = Endpoints::parse(&[
+            "amqp://u:p1@a:5672/%2f".to_owned(),
+            "amqp://u:p2@b:5673/%2f".to_owned(),
+        ])
+        .unwrap();
+        assert_eq!(
+            endpoints.to_string(),
+            "amqp://u@a:5672/%2f, amqp://u@b:5673/%2f"
+        );
+        assert!(Endpoints::parse(&[]).is_err());
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_up_to_a_cap() {
+        let mut backoff = Backoff::default();
+        let first = backoff.next_delay();
+        assert!(
+            first >= BACKOFF_MIN / 2 && first <= BACKOFF_MIN,
+            "{first:?}"
+        );
+        let later: Vec<_> = (0..20).map(|_| backoff.next_delay()).collect();
+        assert!(later.iter().all(|d| *d <= BACKOFF_MAX), "{later:?}");
+        assert!(later.last().unwrap() >= &(BACKOFF_MAX / 2));
     }
 
     #[test]

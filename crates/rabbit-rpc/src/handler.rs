@@ -14,6 +14,7 @@ pub struct Request {
     pub(crate) content_type: Option<ShortString>,
     pub(crate) correlation_id: Option<ShortString>,
     pub(crate) redelivered: bool,
+    pub(crate) deadline: Option<tokio::time::Instant>,
 }
 
 impl Request {
@@ -25,6 +26,7 @@ impl Request {
             content_type: None,
             correlation_id: None,
             redelivered: false,
+            deadline: None,
         }
     }
 
@@ -67,6 +69,21 @@ impl Request {
     /// The handler may have run for it already: handlers should be idempotent.
     pub fn redelivered(&self) -> bool {
         self.redelivered
+    }
+
+    /// When the caller stops waiting, if it said (rabbit-rpc clients send
+    /// their timeout; tutorial clients do not). Counted from when this
+    /// server received the request. A handler doing long work can stop at
+    /// the deadline: nobody will read the answer.
+    pub fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.deadline
+    }
+
+    /// How long until [`Request::deadline`]: `None` without a deadline, zero
+    /// once it has passed.
+    pub fn remaining(&self) -> Option<std::time::Duration> {
+        self.deadline
+            .map(|deadline| deadline.saturating_duration_since(tokio::time::Instant::now()))
     }
 }
 

@@ -7,7 +7,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
     },
 };
@@ -26,14 +26,22 @@ pub(crate) struct InFlight {
     /// waiting for a reply that cannot arrive.
     calls: Mutex<Option<HashMap<String, oneshot::Sender<Outcome>>>>,
     closed_reason: Mutex<Option<String>>,
-    unknown_replies: AtomicU64,
+    /// Shared by every connection a client has had.
+    unknown_replies: Arc<AtomicU64>,
 }
 
 impl InFlight {
+    #[cfg(test)]
     pub(crate) fn new() -> InFlight {
+        InFlight::counting_into(Arc::default())
+    }
+
+    /// A map whose unknown replies are counted in `unknown_replies`.
+    pub(crate) fn counting_into(unknown_replies: Arc<AtomicU64>) -> InFlight {
         InFlight {
             calls: Mutex::new(Some(HashMap::new())),
-            ..InFlight::default()
+            closed_reason: Mutex::default(),
+            unknown_replies,
         }
     }
 
@@ -103,12 +111,18 @@ impl InFlight {
         }
     }
 
+    /// Whether [`InFlight::close`] was called: the connection is gone.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().is_none()
+    }
+
     /// How many calls are waiting.
     pub(crate) fn len(&self) -> usize {
         self.lock().as_ref().map_or(0, HashMap::len)
     }
 
     /// How many replies arrived that no call was waiting for.
+    #[cfg(test)]
     pub(crate) fn unknown_replies(&self) -> u64 {
         self.unknown_replies.load(Ordering::Relaxed)
     }

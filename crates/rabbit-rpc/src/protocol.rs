@@ -7,6 +7,8 @@
 //! `reply_to` with the same `correlation_id`. What we add is one header,
 //! [`STATUS_HEADER`], that plain tutorial peers ignore.
 
+use std::time::Duration;
+
 use lapin::{
     BasicProperties,
     types::{AMQPValue, FieldTable, ShortString},
@@ -18,6 +20,18 @@ use crate::{Code, Status};
 /// `"invalid_argument"`, …). A reply without it is a success, so replies from
 /// plain tutorial servers work.
 pub const STATUS_HEADER: &str = "rpc-status";
+
+/// Request header: how many milliseconds the caller still waited when it
+/// sent the request (an integer). A server counts the request's deadline
+/// from when it receives it, and does not start a request past it. The same
+/// time goes in the `expiration` property, so the broker drops a request
+/// that waits in the queue longer than its caller does.
+pub const TIMEOUT_HEADER: &str = "rpc-timeout-ms";
+
+/// The longest timeout sent with a request: RabbitMQ takes per-message TTLs
+/// up to 2^32 - 1 ms (about 49 days). A call that waits longer sends none,
+/// and its request never expires.
+pub const MAX_SENT_TIMEOUT: Duration = Duration::from_millis(u32::MAX as u64);
 
 /// Direct reply-to pseudo-queue: replies go straight to the requesting
 /// channel, with no queue to declare or clean up.
@@ -72,8 +86,9 @@ pub(crate) fn queue_name(name: &str) -> Result<ShortString, crate::Error> {
     })
 }
 
-/// Properties of a request: `reply_to`, `correlation_id` and, when given,
-/// `content_type`.
+/// Properties of a request: `reply_to`, `correlation_id`, the caller's
+/// remaining time as `expiration` and [`TIMEOUT_HEADER`] (unless longer than
+/// [`MAX_SENT_TIMEOUT`]) and, when given, `content_type`.
 ///
 /// # Errors
 /// [`Error::InvalidRequest`](crate::Error::InvalidRequest) for a content type
@@ -81,12 +96,25 @@ pub(crate) fn queue_name(name: &str) -> Result<ShortString, crate::Error> {
 pub(crate) fn request_properties(
     reply_to: &str,
     correlation_id: &str,
+    timeout: Duration,
     content_type: Option<&str>,
 ) -> Result<BasicProperties, crate::Error> {
     // Both are ours and short: the reply queue name, a prefix and a counter.
-    let properties = BasicProperties::default()
+    let mut properties = BasicProperties::default()
         .with_reply_to(reply_to.into())
         .with_correlation_id(correlation_id.into());
+    if timeout <= MAX_SENT_TIMEOUT {
+        // At least 1 ms: an expiration of 0 means "deliver now or never".
+        let millis = timeout.as_millis().max(1);
+        let mut headers = FieldTable::default();
+        headers.insert(
+            TIMEOUT_HEADER.into(),
+            AMQPValue::LongLongInt(i64::try_from(millis).unwrap_or(i64::MAX)),
+        );
+        properties = properties
+            .with_expiration(millis.to_string().into())
+            .with_headers(headers);
+    }
     let Some(content_type) = content_type else {
         return Ok(properties);
     };
@@ -143,6 +171,30 @@ pub(crate) fn decode_reply(properties: &BasicProperties, body: Vec<u8>) -> Resul
     Err(Status::new(code, String::from_utf8_lossy(&body)))
 }
 
+/// The caller's timeout a request carries in [`TIMEOUT_HEADER`], if any. Any
+/// AMQP integer type is read, and so is decimal text, for clients in other
+/// languages that can only send strings.
+pub(crate) fn request_timeout(properties: &BasicProperties) -> Option<Duration> {
+    let headers = properties.headers().as_ref()?;
+    let millis: u64 = match headers.inner().get(TIMEOUT_HEADER)? {
+        AMQPValue::LongLongInt(v) => u64::try_from(*v).ok()?,
+        AMQPValue::LongInt(v) => u64::try_from(*v).ok()?,
+        AMQPValue::LongUInt(v) => u64::from(*v),
+        AMQPValue::ShortInt(v) => u64::try_from(*v).ok()?,
+        AMQPValue::ShortUInt(v) => u64::from(*v),
+        AMQPValue::ShortShortInt(v) => u64::try_from(*v).ok()?,
+        AMQPValue::ShortShortUInt(v) => u64::from(*v),
+        AMQPValue::LongString(v) => std::str::from_utf8(v.as_bytes())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?,
+        AMQPValue::ShortString(v) => v.as_str().trim().parse().ok()?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(millis))
+}
+
 fn status_header(properties: &BasicProperties) -> Option<&str> {
     let headers = properties.headers().as_ref()?;
     match headers.inner().get(STATUS_HEADER)? {
@@ -183,6 +235,49 @@ mod tests {
         assert_eq!(
             decode_reply(&properties, b"1".to_vec()).unwrap().body(),
             b"1"
+        );
+    }
+
+    #[test]
+    fn requests_carry_their_timeout_as_expiration_and_header() {
+        let properties =
+            request_properties("reply", "id-1", Duration::from_millis(1500), None).unwrap();
+        assert_eq!(
+            properties.expiration().as_ref().map(ShortString::as_str),
+            Some("1500")
+        );
+        assert_eq!(
+            request_timeout(&properties),
+            Some(Duration::from_millis(1500))
+        );
+        let forever = request_properties("reply", "id-2", Duration::MAX, None).unwrap();
+        assert!(forever.expiration().is_none());
+        assert_eq!(request_timeout(&forever), None);
+        let tiny = request_properties("reply", "id-3", Duration::from_micros(10), None).unwrap();
+        assert_eq!(request_timeout(&tiny), Some(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn timeouts_from_other_clients_may_be_text_or_any_integer() {
+        for value in [
+            AMQPValue::LongString("250".into()),
+            AMQPValue::LongInt(250),
+            AMQPValue::ShortUInt(250),
+        ] {
+            let mut headers = FieldTable::default();
+            headers.insert(TIMEOUT_HEADER.into(), value.clone());
+            let properties = BasicProperties::default().with_headers(headers);
+            assert_eq!(
+                request_timeout(&properties),
+                Some(Duration::from_millis(250)),
+                "{value:?}"
+            );
+        }
+        let mut headers = FieldTable::default();
+        headers.insert(TIMEOUT_HEADER.into(), AMQPValue::LongInt(-5));
+        assert_eq!(
+            request_timeout(&BasicProperties::default().with_headers(headers)),
+            None
         );
     }
 

@@ -1,16 +1,12 @@
 //! Client settings: [`ClientBuilder`] for the client, [`CallOptions`] per
 //! call.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use lapin::{
-    options::{BasicConsumeOptions, ConfirmSelectOptions, QueueDeclareOptions},
-    types::FieldTable,
-};
-
-use super::{Client, DEFAULT_MAX_BODY_SIZE, DEFAULT_TIMEOUT};
+use super::{Client, DEFAULT_MAX_BODY_SIZE, DEFAULT_TIMEOUT, session::Session};
 use crate::{
-    BrokerUrl, DEFAULT_URL, Error, broker::DEFAULT_CONNECT_TIMEOUT, protocol::DIRECT_REPLY_TO,
+    DEFAULT_URL, Error,
+    broker::{DEFAULT_CONNECT_TIMEOUT, Endpoints},
 };
 
 /// How long an unanswered call waits before checking whether any server
@@ -33,7 +29,7 @@ pub enum ReplyQueue {
 /// Builds a [`Client`]; every setting has a documented default.
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
-    pub(super) url: String,
+    pub(super) urls: Vec<String>,
     pub(super) timeout: Duration,
     pub(super) connect_timeout: Duration,
     pub(super) no_server_check: Duration,
@@ -46,7 +42,7 @@ pub struct ClientBuilder {
 impl Default for ClientBuilder {
     fn default() -> ClientBuilder {
         ClientBuilder {
-            url: DEFAULT_URL.to_owned(),
+            urls: vec![DEFAULT_URL.to_owned()],
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             no_server_check: DEFAULT_NO_SERVER_CHECK,
@@ -61,7 +57,18 @@ impl Default for ClientBuilder {
 impl ClientBuilder {
     /// The broker URL. Default: [`DEFAULT_URL`].
     pub fn url(mut self, url: impl Into<String>) -> ClientBuilder {
-        self.url = url.into();
+        self.urls = vec![url.into()];
+        self
+    }
+
+    /// Several broker URLs (say, one per cluster node), tried in turn when
+    /// connecting and reconnecting, starting with the last that worked.
+    pub fn urls<I>(mut self, urls: I) -> ClientBuilder
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.urls = urls.into_iter().map(Into::into).collect();
         self
     }
 
@@ -121,56 +128,25 @@ impl ClientBuilder {
         self
     }
 
-    /// Connects and gets ready to call.
+    /// Connects and gets ready to call. Only this first connection fails
+    /// the caller; later ones are the client's own business (see
+    /// [`Client`]).
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`], [`Error::Connect`] when the broker cannot be
+    /// [`Error::InvalidUrl`], [`Error::Connect`] when no broker can be
     /// reached within the connect timeout, or an AMQP error while setting up
     /// the reply consumer.
     pub async fn connect(self) -> Result<Client, Error> {
-        let url = BrokerUrl::parse(&self.url)?;
-        let connection = url.connect(&self.name, self.connect_timeout).await?;
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(Error::from_lapin)?;
-        if self.publisher_confirms {
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await
-                .map_err(Error::from_lapin)?;
-        }
-        let reply_to = match self.reply_queue {
-            ReplyQueue::DirectReplyTo => DIRECT_REPLY_TO.to_owned(),
-            ReplyQueue::Exclusive => {
-                let name = format!("rabbit-rpc.reply.{}", uuid::Uuid::new_v4().simple());
-                channel
-                    .queue_declare(
-                        name.as_str().into(),
-                        QueueDeclareOptions::exclusive().auto_delete(),
-                        FieldTable::default(),
-                    )
-                    .await
-                    .map_err(Error::from_lapin)?;
-                name
-            }
-        };
-        // Direct reply-to requires consuming (no-ack) before the first
-        // publish, on the channel that publishes.
-        let replies = channel
-            .basic_consume(
-                reply_to.as_str().into(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(Error::from_lapin)?;
-
-        Ok(Client::start(connection, channel, reply_to, replies, &self))
+        let endpoints = Endpoints::parse(&self.urls)?;
+        let unknown_replies = Arc::default();
+        let (session, ended) = Session::open(&self, &endpoints, &unknown_replies).await?;
+        Ok(Client::start(
+            self,
+            endpoints,
+            session,
+            ended,
+            unknown_replies,
+        ))
     }
 }
 

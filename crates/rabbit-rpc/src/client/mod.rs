@@ -1,21 +1,29 @@
-//! The calling side: one connection, one channel, many concurrent calls.
+//! The calling side: one connection, one channel, many concurrent calls,
+//! and a new connection whenever the broker goes away.
 
 mod builder;
 mod probe;
+mod session;
 mod unroutable;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
-use futures_util::StreamExt;
-use lapin::{Channel, Connection, Consumer, options::BasicPublishOptions};
-use tokio::{sync::mpsc, task::JoinHandle};
-use tracing::debug;
+use lapin::options::BasicPublishOptions;
+use tokio::{sync::watch, task::JoinHandle, time::Instant};
+use tokio_util::sync::CancellationToken;
 
 pub use builder::{CallOptions, ClientBuilder, DEFAULT_NO_SERVER_CHECK, ReplyQueue};
 pub use unroutable::RETURN_SWEEP;
 
-use crate::{Error, Reply, in_flight::InFlight, protocol};
+use crate::{Error, Reply, broker::Endpoints, protocol};
 use probe::{Probe, Probes};
+use session::{Session, State};
 use unroutable::PendingConfirm;
 
 /// How long a call waits for its reply unless told otherwise.
@@ -31,6 +39,13 @@ const NEVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 /// An RPC client. Cheap to clone: clones share one connection and one
 /// channel, and any number of calls may run at once.
 ///
+/// When the broker goes away (a dropped connection, a broker restart, a
+/// channel error) the calls waiting for a reply fail at once with
+/// [`Error::ConnectionLost`] — the request may or may not have run — and the
+/// client reconnects in the background, with backoff, trying every URL in
+/// turn. Calls made meanwhile wait for the new connection, within their
+/// timeout.
+///
 /// ```no_run
 /// # async fn example() -> Result<(), rabbit_rpc::Error> {
 /// let client = rabbit_rpc::Client::connect("amqp://guest:guest@127.0.0.1:5672/%2f").await?;
@@ -45,26 +60,21 @@ pub struct Client {
 
 #[derive(Debug)]
 struct Inner {
-    connection: Connection,
-    channel: Channel,
-    reply_to: String,
-    in_flight: Arc<InFlight>,
+    state: Arc<watch::Sender<State>>,
     ids: CorrelationIds,
-    /// Where publisher confirms go to be watched, when they are on.
-    confirms: Option<mpsc::UnboundedSender<PendingConfirm>>,
     timeout: Duration,
     no_server_check: Duration,
     max_body_size: usize,
     /// Recent "does anyone consume this queue?" answers.
     probes: Probes,
-    tasks: Vec<JoinHandle<()>>,
+    unknown_replies: Arc<AtomicU64>,
+    closed: CancellationToken,
+    supervisor: JoinHandle<()>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+        self.supervisor.abort();
     }
 }
 
@@ -76,7 +86,7 @@ impl Drop for Inner {
 #[derive(Debug)]
 struct CorrelationIds {
     prefix: String,
-    next: std::sync::atomic::AtomicU64,
+    next: AtomicU64,
 }
 
 impl CorrelationIds {
@@ -84,12 +94,12 @@ impl CorrelationIds {
         let random = uuid::Uuid::new_v4().simple().to_string();
         CorrelationIds {
             prefix: random[..8].to_owned(),
-            next: std::sync::atomic::AtomicU64::new(0),
+            next: AtomicU64::new(0),
         }
     }
 
     fn next(&self) -> String {
-        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
         format!("{}-{n:x}", self.prefix)
     }
 }
@@ -142,7 +152,7 @@ impl Client {
         }
         let routing_key = protocol::queue_name(queue)?;
         let timeout = options.timeout.unwrap_or(inner.timeout);
-        let started = tokio::time::Instant::now();
+        let started = Instant::now();
         // A timeout too large for the clock (`Duration::MAX` for "no
         // timeout") means a deadline that never comes.
         let deadline = started + timeout.min(NEVER);
@@ -151,14 +161,15 @@ impl Client {
             after: timeout,
         };
 
-        let id = inner.ids.next();
-        let mut pending = inner.in_flight.register(id)?;
+        let session = self.session(deadline).await?;
+        let mut pending = session.in_flight.register(inner.ids.next())?;
         let properties = protocol::request_properties(
-            &inner.reply_to,
+            &session.reply_to,
             pending.id(),
+            deadline.saturating_duration_since(Instant::now()),
             options.content_type.as_deref(),
         )?;
-        let publish = inner.channel.basic_publish(
+        let publish = session.channel.basic_publish(
             "".into(),
             routing_key,
             BasicPublishOptions {
@@ -187,7 +198,7 @@ impl Client {
         // that end first: lapin keeps dropped, unresolved confirms forever.
         // (Without confirms, `confirm` is already resolved: dropping it is
         // free.)
-        if let Some(confirms) = &inner.confirms {
+        if let Some(confirms) = &session.confirms {
             let _ = confirms.send(PendingConfirm {
                 id: pending.id().to_owned(),
                 queue: queue.to_owned(),
@@ -201,7 +212,8 @@ impl Client {
         }
         // Asking is bounded by the call's deadline: a broker that blocks this
         // connection (a memory alarm) must not hold the call past it.
-        let probe = tokio::time::timeout_at(deadline, inner.probes.check(&inner.connection, queue));
+        let probe =
+            tokio::time::timeout_at(deadline, inner.probes.check(&session.connection, queue));
         match probe.await.unwrap_or(Probe::Unknown) {
             Probe::NoQueue => {
                 return Err(Error::NoRoute {
@@ -227,94 +239,125 @@ impl Client {
         }
     }
 
+    /// The session to call on: the current one, or the next one if the
+    /// client is reconnecting, waiting for it until `deadline`.
+    async fn session(&self, deadline: Instant) -> Result<Arc<Session>, Error> {
+        if let State::Connected(session) = &*self.inner.state.borrow()
+            && !session.in_flight.is_closed()
+        {
+            return Ok(Arc::clone(session));
+        }
+        // Subscribe before looking, so no change is missed in between.
+        let mut state = self.inner.state.subscribe();
+        loop {
+            match &*state.borrow_and_update() {
+                // A session whose connection just dropped is about to be
+                // replaced: nothing was sent on it yet, so wait for the next.
+                State::Connected(session) if !session.in_flight.is_closed() => {
+                    return Ok(Arc::clone(session));
+                }
+                State::Connected(_) => {}
+                State::Closed => return Err(closed()),
+                State::Reconnecting { .. } => {}
+            }
+            match tokio::time::timeout_at(deadline, state.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(closed()),
+                Err(_) => return Err(self.unavailable()),
+            }
+        }
+    }
+
+    /// Why a call made while reconnecting gave up.
+    fn unavailable(&self) -> Error {
+        let reason = match &*self.inner.state.borrow() {
+            State::Reconnecting {
+                last_error: Some(error),
+                ..
+            } => format!("still reconnecting when the call's time ran out; last attempt: {error}"),
+            State::Reconnecting { lost, .. } => {
+                format!(
+                    "still reconnecting when the call's time ran out; the connection was lost: {lost}"
+                )
+            }
+            State::Connected(_) | State::Closed => "not connected".to_owned(),
+        };
+        Error::ConnectionLost { reason }
+    }
+
     /// How many calls are waiting for a reply right now.
     pub fn pending_calls(&self) -> usize {
-        self.inner.in_flight.len()
+        match &*self.inner.state.borrow() {
+            State::Connected(session) => session.in_flight.len(),
+            State::Reconnecting { .. } | State::Closed => 0,
+        }
     }
 
     /// How many replies arrived that no call was waiting for (late replies
     /// after a timeout, duplicates, strangers). They are dropped.
     pub fn unknown_replies(&self) -> u64 {
-        self.inner.in_flight.unknown_replies()
+        self.inner.unknown_replies.load(Ordering::Relaxed)
     }
 
-    /// Closes the connection. Calls still waiting fail with
-    /// [`Error::ConnectionLost`].
+    /// Whether the client has a connection right now (false while it
+    /// reconnects).
+    pub fn is_connected(&self) -> bool {
+        matches!(&*self.inner.state.borrow(), State::Connected(_))
+    }
+
+    /// Closes the connection and stops reconnecting. Calls still waiting and
+    /// calls made afterwards fail with [`Error::ConnectionLost`].
     ///
     /// # Errors
     /// An AMQP error if the connection was already closed.
     pub async fn close(&self) -> Result<(), Error> {
-        self.inner
-            .connection
-            .close(200, "client closed".into())
-            .await
-            .map_err(Error::from_lapin)
+        self.inner.closed.cancel();
+        match self.inner.state.send_replace(State::Closed) {
+            State::Connected(session) => session
+                .connection
+                .close(200, "client closed".into())
+                .await
+                .map_err(Error::from_lapin),
+            State::Reconnecting { .. } | State::Closed => Ok(()),
+        }
     }
 
-    /// Starts the client's background tasks on a connected channel that
-    /// consumes `replies` from `reply_to`.
+    /// Starts a client on its first session.
     fn start(
-        connection: Connection,
-        channel: Channel,
-        reply_to: String,
-        replies: Consumer,
-        settings: &ClientBuilder,
+        settings: ClientBuilder,
+        endpoints: Endpoints,
+        session: Session,
+        ended: tokio::sync::oneshot::Receiver<String>,
+        unknown_replies: Arc<AtomicU64>,
     ) -> Client {
-        let in_flight = Arc::new(InFlight::new());
-        let mut tasks = vec![tokio::spawn(route_replies(replies, Arc::clone(&in_flight)))];
-        // Even with confirms on, the sweep is needed: it is what frees the
-        // confirms of calls dropped while publishing.
-        tasks.push(tokio::spawn(unroutable::sweep_returns(
-            channel.clone(),
-            Arc::clone(&in_flight),
-        )));
-        let confirms = settings.publisher_confirms.then(|| {
-            let (confirms, confirm_queue) = mpsc::unbounded_channel();
-            tasks.push(tokio::spawn(unroutable::watch_confirms(
-                confirm_queue,
-                Arc::clone(&in_flight),
-            )));
-            confirms
-        });
+        let state = Arc::new(watch::Sender::new(State::Connected(Arc::new(session))));
+        let closed = CancellationToken::new();
+        let supervisor = tokio::spawn(session::supervise(
+            settings.clone(),
+            endpoints,
+            Arc::clone(&state),
+            ended,
+            closed.clone(),
+            Arc::clone(&unknown_replies),
+        ));
         Client {
             inner: Arc::new(Inner {
-                connection,
-                channel,
-                reply_to,
-                in_flight,
+                state,
                 ids: CorrelationIds::new(),
-                confirms,
                 timeout: settings.timeout,
                 no_server_check: settings.no_server_check,
                 max_body_size: settings.max_body_size,
                 probes: Probes::default(),
-                tasks,
+                unknown_replies,
+                closed,
+                supervisor,
             }),
         }
     }
 }
 
-/// Hands each reply to the call waiting for it; when the reply consumer ends
-/// (the connection or channel closed), fails every waiting call at once.
-async fn route_replies(mut replies: Consumer, in_flight: Arc<InFlight>) {
-    let reason = loop {
-        match replies.next().await {
-            Some(Ok(delivery)) => {
-                let Some(id) = delivery.properties.correlation_id().clone() else {
-                    debug!("dropping a reply without correlation_id");
-                    in_flight.note_unknown();
-                    continue;
-                };
-                let outcome = protocol::decode_reply(&delivery.properties, delivery.data)
-                    .map_err(Error::Remote);
-                if !in_flight.complete(id.as_str(), outcome) {
-                    debug!(correlation_id = %id, "dropping a reply no call is waiting for");
-                }
-            }
-            Some(Err(error)) => break error.to_string(),
-            None => break "the reply consumer was cancelled".to_owned(),
-        }
-    };
-    debug!(%reason, "reply consumer ended");
-    in_flight.close(reason);
+fn closed() -> Error {
+    Error::ConnectionLost {
+        reason: "the client is closed".to_owned(),
+    }
 }

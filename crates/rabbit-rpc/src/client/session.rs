@@ -1,0 +1,241 @@
+//! One connection's worth of calling: the connection, the channel requests
+//! go out on and replies come back to, the calls waiting on it, and the
+//! tasks that serve them. A client replaces its session when the broker goes
+//! away (see [`supervise`]).
+
+use std::sync::{Arc, atomic::AtomicU64};
+
+use futures_util::StreamExt;
+use lapin::{
+    Channel, Connection, Consumer,
+    options::{BasicConsumeOptions, ConfirmSelectOptions, QueueDeclareOptions},
+    types::FieldTable,
+};
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{ClientBuilder, ReplyQueue, unroutable};
+use crate::{
+    BrokerUrl, Error,
+    broker::{Backoff, Endpoints},
+    in_flight::InFlight,
+    protocol::{self, DIRECT_REPLY_TO},
+};
+
+/// A client's link to the broker, as its calls see it.
+#[derive(Debug, Clone)]
+pub(super) enum State {
+    /// Calls go out on this session.
+    Connected(Arc<Session>),
+    /// The last session was lost; calls wait (within their deadline) for
+    /// the next.
+    Reconnecting {
+        /// Why the last session ended.
+        lost: String,
+        /// Why the last attempt to reconnect failed, if one did.
+        last_error: Option<String>,
+    },
+    /// [`Client::close`](super::Client::close) was called.
+    Closed,
+}
+
+/// One connection, its channel and the calls waiting on it.
+#[derive(Debug)]
+pub(super) struct Session {
+    pub(super) connection: Connection,
+    pub(super) channel: Channel,
+    pub(super) url: BrokerUrl,
+    pub(super) reply_to: String,
+    pub(super) in_flight: Arc<InFlight>,
+    /// Where publisher confirms go to be watched, when they are on.
+    pub(super) confirms: Option<mpsc::UnboundedSender<unroutable::PendingConfirm>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Session {
+    /// Connects, sets up the reply consumer and starts the session's tasks.
+    /// The receiver gets why the session ended, once it has.
+    pub(super) async fn open(
+        settings: &ClientBuilder,
+        endpoints: &Endpoints,
+        unknown_replies: &Arc<AtomicU64>,
+    ) -> Result<(Session, oneshot::Receiver<String>), Error> {
+        let (connection, url) = endpoints
+            .connect(&settings.name, settings.connect_timeout)
+            .await?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(Error::from_lapin)?;
+        if settings.publisher_confirms {
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(Error::from_lapin)?;
+        }
+        let reply_to = match settings.reply_queue {
+            ReplyQueue::DirectReplyTo => DIRECT_REPLY_TO.to_owned(),
+            ReplyQueue::Exclusive => {
+                // Named by us, fresh for every connection: the broker
+                // deletes an exclusive queue with its connection.
+                let name = format!("rabbit-rpc.reply.{}", uuid::Uuid::new_v4().simple());
+                channel
+                    .queue_declare(
+                        name.as_str().into(),
+                        QueueDeclareOptions::exclusive().auto_delete(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(Error::from_lapin)?;
+                name
+            }
+        };
+        // Direct reply-to requires consuming (no-ack) before the first
+        // publish, on the channel that publishes.
+        let replies = channel
+            .basic_consume(
+                reply_to.as_str().into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(Error::from_lapin)?;
+
+        let in_flight = Arc::new(InFlight::counting_into(Arc::clone(unknown_replies)));
+        let (lost, ended) = oneshot::channel();
+        let mut tasks = vec![tokio::spawn(route_replies(
+            replies,
+            Arc::clone(&in_flight),
+            lost,
+        ))];
+        // Even with confirms on, the sweep is needed: it is what frees the
+        // confirms of calls dropped while publishing.
+        tasks.push(tokio::spawn(unroutable::sweep_returns(
+            channel.clone(),
+            Arc::clone(&in_flight),
+        )));
+        let confirms = settings.publisher_confirms.then(|| {
+            let (confirms, confirm_queue) = mpsc::unbounded_channel();
+            tasks.push(tokio::spawn(unroutable::watch_confirms(
+                confirm_queue,
+                Arc::clone(&in_flight),
+            )));
+            confirms
+        });
+        let session = Session {
+            connection,
+            channel,
+            url,
+            reply_to,
+            in_flight,
+            confirms,
+            tasks,
+        };
+        Ok((session, ended))
+    }
+}
+
+/// Hands each reply to the call waiting for it; when the reply consumer ends
+/// (the connection or channel closed), fails every waiting call at once and
+/// reports why.
+async fn route_replies(
+    mut replies: Consumer,
+    in_flight: Arc<InFlight>,
+    lost: oneshot::Sender<String>,
+) {
+    let reason = loop {
+        match replies.next().await {
+            Some(Ok(delivery)) => {
+                let Some(id) = delivery.properties.correlation_id().clone() else {
+                    debug!("dropping a reply without correlation_id");
+                    in_flight.note_unknown();
+                    continue;
+                };
+                let outcome = protocol::decode_reply(&delivery.properties, delivery.data)
+                    .map_err(Error::Remote);
+                if !in_flight.complete(id.as_str(), outcome) {
+                    debug!(correlation_id = %id, "dropping a reply no call is waiting for");
+                }
+            }
+            Some(Err(error)) => break error.to_string(),
+            None => break "the reply consumer was cancelled".to_owned(),
+        }
+    };
+    debug!(%reason, "reply consumer ended");
+    in_flight.close(reason.clone());
+    let _ = lost.send(reason);
+}
+
+/// Keeps a client connected: when its session ends, publishes
+/// [`State::Reconnecting`], then reconnects with backoff (every URL in turn)
+/// until it succeeds or the client is closed.
+pub(super) async fn supervise(
+    settings: ClientBuilder,
+    endpoints: Endpoints,
+    state: Arc<watch::Sender<State>>,
+    mut ended: oneshot::Receiver<String>,
+    closed: CancellationToken,
+    unknown_replies: Arc<AtomicU64>,
+) {
+    loop {
+        let lost = tokio::select! {
+            () = closed.cancelled() => return,
+            lost = &mut ended => lost.unwrap_or_else(|_| "the reply consumer stopped".to_owned()),
+        };
+        if closed.is_cancelled() {
+            return;
+        }
+        warn!(reason = %lost, "the client lost the broker; reconnecting");
+        let old = state.send_replace(State::Reconnecting {
+            lost,
+            last_error: None,
+        });
+        if let State::Connected(old) = old {
+            // A channel error leaves the connection open: close it.
+            let _ = old.connection.close(200, "reconnecting".into()).await;
+        }
+        let mut backoff = Backoff::default();
+        loop {
+            tokio::select! {
+                () = closed.cancelled() => return,
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+            let opened = tokio::select! {
+                () = closed.cancelled() => return,
+                opened = Session::open(&settings, &endpoints, &unknown_replies) => opened,
+            };
+            match opened {
+                Ok((session, next_end)) => {
+                    info!("the client reconnected to {}", session.url);
+                    ended = next_end;
+                    state.send_replace(State::Connected(Arc::new(session)));
+                    break;
+                }
+                Err(error) => {
+                    warn!(%error, "the client could not reconnect yet; retrying");
+                    state.send_modify(|state| {
+                        if let State::Reconnecting { last_error, .. } = state {
+                            *last_error = Some(error.to_string());
+                        }
+                    });
+                }
+            }
+        }
+    }
+}

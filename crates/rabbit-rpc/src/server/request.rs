@@ -1,0 +1,272 @@
+//! One request's life on the server: checks before any work, the deadline,
+//! the handler (panics caught), the reply, then the acknowledgement.
+
+use std::{panic::AssertUnwindSafe, sync::Arc};
+
+use futures_util::FutureExt;
+use lapin::{
+    BasicProperties, Channel,
+    message::Delivery,
+    options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions},
+    types::ShortString,
+};
+use tokio::{sync::Semaphore, time::Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, warn};
+
+use super::{
+    Failure,
+    stats::{Count, ServerStats},
+};
+use crate::{
+    Code, Handler, Request, Response, Status,
+    protocol::{self, ERROR_CONTENT_TYPE},
+};
+
+/// The longest `correlation_id` answered normally. AMQP allows 255 bytes;
+/// ids from real clients (UUIDs, counters) are far shorter, and a longer one
+/// gets an `invalid_argument` reply.
+pub const MAX_CORRELATION_ID_LEN: usize = 128;
+
+/// Error messages longer than this are cut: they are for people.
+const MAX_ERROR_MESSAGE: usize = 64 * 1024;
+
+/// What every request needs, for the server's whole life.
+pub(super) struct Shared<H> {
+    pub(super) handler: H,
+    pub(super) queue: String,
+    pub(super) max_request_size: usize,
+    pub(super) max_reply_size: usize,
+    pub(super) stats: ServerStats,
+    pub(super) permits: Arc<Semaphore>,
+    /// Cancelled when the server starts draining.
+    pub(super) draining: CancellationToken,
+}
+
+/// Where a request came from: the connection it arrived on. Replies and
+/// acknowledgements must use it.
+#[derive(Clone)]
+pub(super) struct Session {
+    pub(super) replies: Channel,
+    pub(super) failure: Arc<Failure>,
+}
+
+impl<H: Handler> Shared<H> {
+    /// Waits for a free handler slot, then processes the delivery; a request
+    /// still waiting for a slot when draining starts goes back to the queue.
+    pub(super) async fn run(
+        self: Arc<Self>,
+        delivery: Delivery,
+        received: Instant,
+        session: Session,
+    ) {
+        let permit = tokio::select! {
+            biased;
+            () = self.draining.cancelled() => None,
+            permit = Arc::clone(&self.permits).acquire_owned() => permit.ok(),
+        };
+        if permit.is_none() || self.draining.is_cancelled() {
+            self.stats.add(Count::Requeued);
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            };
+            if let Err(error) = delivery.acker.nack(requeue).await {
+                debug!(%error, "could not requeue a request; the broker requeues it when the channel closes");
+            }
+            return;
+        }
+        self.process(delivery, received, &session).await;
+        drop(permit);
+    }
+
+    /// Answers one delivery, then acknowledges it. Nothing is ever
+    /// requeued from here: a request that cannot be answered is rejected
+    /// (dead-lettered if the queue has a dead-letter exchange, else dropped)
+    /// with a log line, one whose caller gave up is acknowledged unstarted.
+    async fn process(&self, mut delivery: Delivery, received: Instant, session: &Session) {
+        if delivery.redelivered {
+            self.stats.add(Count::Redelivered);
+        }
+        let properties = &delivery.properties;
+        let reply_to = match properties.reply_to() {
+            Some(reply_to) if !reply_to.as_str().is_empty() => reply_to.clone(),
+            _ => {
+                warn!(queue = %self.queue, "dropping a request without reply_to: there is nowhere to answer");
+                self.reject(&delivery).await;
+                return;
+            }
+        };
+        if reply_to.as_str() == self.queue {
+            warn!(queue = %self.queue, "dropping a request whose reply_to is the request queue itself: answering would loop");
+            self.reject(&delivery).await;
+            return;
+        }
+        // A timeout too large for the clock means no deadline.
+        let deadline =
+            protocol::request_timeout(properties).and_then(|timeout| received.checked_add(timeout));
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            debug!(queue = %self.queue, "skipping a request whose caller stopped waiting");
+            self.stats.add(Count::Expired);
+            ack(&delivery).await;
+            return;
+        }
+        let correlation_id = properties.correlation_id().clone();
+        let result = match self.check(&delivery) {
+            Ok(()) => self.run_handler(&mut delivery, deadline).await,
+            Err(status) => Err(status),
+        };
+        let failed = result.is_err();
+        let (properties, body) = reply(
+            correlation_id.as_ref(),
+            &delivery.properties,
+            result,
+            self.max_reply_size,
+        );
+        let published = session
+            .replies
+            .basic_publish(
+                "".into(),
+                reply_to,
+                BasicPublishOptions::default(),
+                &body,
+                properties,
+            )
+            .await;
+        match published {
+            Ok(_) => {
+                ack(&delivery).await;
+                self.stats.add(Count::Answered);
+                if failed {
+                    self.stats.add(Count::Error);
+                }
+            }
+            // Not acknowledged: the server reconnects, closing this
+            // connection, and the broker hands the request out again.
+            Err(error) => session.failure.raise(format!(
+                "could not publish a reply on queue '{}': {error}",
+                self.queue
+            )),
+        }
+    }
+
+    /// Checks a request can be worked on, before any work.
+    fn check(&self, delivery: &Delivery) -> Result<(), Status> {
+        let Some(id) = delivery.properties.correlation_id() else {
+            return Err(Status::invalid_argument(
+                "the request has no correlation_id; set one so the reply can be matched",
+            ));
+        };
+        if id.as_str().len() > MAX_CORRELATION_ID_LEN {
+            return Err(Status::invalid_argument(format!(
+                "the correlation_id is {} bytes; this server accepts at most {MAX_CORRELATION_ID_LEN}",
+                id.as_str().len()
+            )));
+        }
+        if delivery.data.len() > self.max_request_size {
+            return Err(Status::resource_exhausted(format!(
+                "the request body is {} bytes; this server accepts at most {}",
+                delivery.data.len(),
+                self.max_request_size
+            )));
+        }
+        Ok(())
+    }
+
+    async fn run_handler(
+        &self,
+        delivery: &mut Delivery,
+        deadline: Option<Instant>,
+    ) -> Result<Response, Status> {
+        let request = Request {
+            body: std::mem::take(&mut delivery.data),
+            content_type: delivery.properties.content_type().clone(),
+            correlation_id: delivery.properties.correlation_id().clone(),
+            redelivered: delivery.redelivered,
+            deadline,
+        };
+        match AssertUnwindSafe(self.handler.call(request))
+            .catch_unwind()
+            .await
+        {
+            Ok(result) => result,
+            Err(panic) => {
+                let what = panic_message(panic.as_ref());
+                error!(queue = %self.queue, panic = %what, "the handler panicked; answering with an internal error");
+                Err(Status::internal(format!("the handler panicked: {what}")))
+            }
+        }
+    }
+
+    /// Rejects without requeueing: the broker dead-letters the request if
+    /// the queue has a dead-letter exchange, else drops it.
+    async fn reject(&self, delivery: &Delivery) {
+        self.stats.add(Count::Dropped);
+        let options = BasicNackOptions {
+            requeue: false,
+            ..BasicNackOptions::default()
+        };
+        if let Err(error) = delivery.acker.nack(options).await {
+            warn!(%error, "could not reject a request; the broker will redeliver it");
+        }
+    }
+}
+
+/// The reply's properties and body for a handler's result. A result that
+/// cannot be sent as it is (too large, a content type over 255 bytes) becomes
+/// an error reply saying so.
+fn reply(
+    correlation_id: Option<&ShortString>,
+    request: &BasicProperties,
+    result: Result<Response, Status>,
+    max_size: usize,
+) -> (BasicProperties, Vec<u8>) {
+    let sendable = result.and_then(|response| {
+        if response.body.len() > max_size {
+            return Err(Status::resource_exhausted(format!(
+                "the reply is {} bytes; this server sends at most {max_size}",
+                response.body.len()
+            )));
+        }
+        let content_type = match response.content_type {
+            Some(content_type) => Some(ShortString::try_new(content_type).map_err(|_| {
+                Status::internal("the handler set a content type longer than 255 bytes")
+            })?),
+            None => request.content_type().clone(),
+        };
+        Ok((content_type, response.body))
+    });
+    match sendable {
+        Ok((content_type, body)) => {
+            let properties = protocol::reply_properties(correlation_id, Code::Ok, content_type);
+            (properties, body)
+        }
+        Err(status) => {
+            debug!(%status, "answering with an error");
+            let properties = protocol::reply_properties(
+                correlation_id,
+                status.code(),
+                Some(ERROR_CONTENT_TYPE.into()),
+            );
+            let mut message = status.message().as_bytes().to_vec();
+            message.truncate(max_size.min(MAX_ERROR_MESSAGE));
+            (properties, message)
+        }
+    }
+}
+
+async fn ack(delivery: &Delivery) {
+    if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
+        warn!(%error, "could not acknowledge a request; the broker will redeliver it");
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "(no message)".to_owned()
+    }
+}
