@@ -9,9 +9,9 @@ use crate::cli::CallArgs;
 ///
 /// # Errors
 /// Every way a call can fail; see [`rabbit_rpc::Error`].
-pub async fn call(url: &str, args: &CallArgs) -> Result<Reply, Error> {
+pub async fn call(urls: &[String], args: &CallArgs) -> Result<Reply, Error> {
     let client = Client::builder()
-        .url(url)
+        .urls(urls)
         .timeout(args.timeout)
         .connection_name("rabbit-rpc call")
         .connect()

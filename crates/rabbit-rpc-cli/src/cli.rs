@@ -10,16 +10,20 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "rabbit-rpc", version, propagate_version = true)]
 pub struct Cli {
-    /// Broker URL [default: amqp://guest@127.0.0.1:5672/%2f, password guest].
+    /// Broker URL [default: amqp://guest@127.0.0.1:5672/%2f, password
+    /// guest]. Repeat it, or separate URLs with commas, to give several
+    /// brokers (e.g. the nodes of a cluster): they are tried in turn when
+    /// connecting and reconnecting.
     #[arg(
-        long,
+        long = "url",
         global = true,
         env = "AMQP_URL",
+        value_delimiter = ',',
         default_value = rabbit_rpc::DEFAULT_URL,
         hide_default_value = true,
         hide_env_values = true
     )]
-    pub url: String,
+    pub urls: Vec<String>,
 
     /// Async worker threads: 1 runs everything on one thread (measured
     /// fastest on 2 cores; see the README's performance notes), more spreads
@@ -93,6 +97,39 @@ pub struct ServerArgs {
     /// How many unacknowledged requests the broker sends ahead.
     #[arg(long, default_value_t = rabbit_rpc::DEFAULT_PREFETCH, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
+
+    /// Declare the request queue durable, so it survives a broker restart.
+    /// Every declaration of a queue must agree: the tutorial's clients and
+    /// servers declare it non-durable.
+    #[arg(long)]
+    pub durable: bool,
+
+    /// Declare the request queue as a quorum queue (durable, replicated,
+    /// with a delivery limit), for deployments that must survive losing a
+    /// broker node.
+    #[arg(long, conflicts_with = "durable")]
+    pub quorum: bool,
+
+    /// With --quorum: how many times one request is delivered before the
+    /// broker drops it (or dead-letters it), so a request that crashes
+    /// servers cannot loop forever.
+    #[arg(long, requires = "quorum", default_value_t = rabbit_rpc::DEFAULT_DELIVERY_LIMIT, value_parser = clap::value_parser!(u32).range(1..))]
+    pub delivery_limit: u32,
+
+    /// The largest request body worked on; larger ones get a
+    /// resource_exhausted reply.
+    #[arg(long, default_value_t = rabbit_rpc::DEFAULT_MAX_REQUEST_SIZE, value_name = "BYTES")]
+    pub max_request_size: usize,
+
+    /// On Ctrl-C or SIGTERM, how long to wait for requests being handled
+    /// before closing anyway (the broker then hands them to another server).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// The connection name shown by `rabbitmqctl list_connections`
+    /// [default: rabbit-rpc serve SERVICE].
+    #[arg(long)]
+    pub connection_name: Option<String>,
 }
 
 /// `rabbit-rpc call` options.
@@ -205,7 +242,27 @@ mod tests {
             &["rabbit-rpc", "--url", "amqp://h", "call"][..],
             &["rabbit-rpc", "call", "--url", "amqp://h"][..],
         ] {
-            assert_eq!(Cli::try_parse_from(args).unwrap().url, "amqp://h");
+            assert_eq!(Cli::try_parse_from(args).unwrap().urls, ["amqp://h"]);
+        }
+    }
+
+    #[test]
+    fn several_urls_by_repeating_or_commas() {
+        for args in [
+            &[
+                "rabbit-rpc",
+                "--url",
+                "amqp://a",
+                "--url",
+                "amqp://b",
+                "call",
+            ][..],
+            &["rabbit-rpc", "call", "--url", "amqp://a,amqp://b"][..],
+        ] {
+            assert_eq!(
+                Cli::try_parse_from(args).unwrap().urls,
+                ["amqp://a", "amqp://b"]
+            );
         }
     }
 

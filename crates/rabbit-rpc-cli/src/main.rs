@@ -38,11 +38,11 @@ async fn run(cli: Cli) -> u8 {
     let result = match &cli.command {
         Command::Serve {
             service: Service::Fib(args),
-        } => serve::serve_fib(&cli.url, args).await,
+        } => serve::serve_fib(&cli.urls, args).await,
         Command::Serve {
             service: Service::Echo(args),
-        } => serve::serve_echo(&cli.url, args).await,
-        Command::Call(args) => match call::call(&cli.url, args).await {
+        } => serve::serve_echo(&cli.urls, args).await,
+        Command::Call(args) => match call::call(&cli.urls, args).await {
             Ok(reply) => {
                 let mut stdout = std::io::stdout().lock();
                 let written = stdout
@@ -57,7 +57,7 @@ async fn run(cli: Cli) -> u8 {
             }
             Err(error) => Err(error),
         },
-        Command::Bench(args) => match bench::bench(&cli.url, args).await {
+        Command::Bench(args) => match bench::bench(&cli.urls, args).await {
             Ok(summary) => {
                 println!("{}", summary.human());
                 if args.json {

@@ -1,6 +1,6 @@
 //! `rabbit-rpc serve fib` and `rabbit-rpc serve echo`.
 
-use rabbit_rpc::{BrokerUrl, Error, Handler, Request, Server, Status, handler_fn};
+use rabbit_rpc::{Error, Handler, QueueType, Request, Server, Status, handler_fn};
 use tracing::{info, warn};
 
 use crate::{
@@ -13,10 +13,10 @@ use crate::{
 ///
 /// # Errors
 /// When binding to the queue fails or the connection is lost.
-pub async fn serve_fib(url: &str, args: &FibArgs) -> Result<(), Error> {
+pub async fn serve_fib(urls: &[String], args: &FibArgs) -> Result<(), Error> {
     let detail = format!("n up to {}", args.max_n);
     serve(
-        url,
+        urls,
         &args.server,
         "fib",
         &detail,
@@ -29,10 +29,10 @@ pub async fn serve_fib(url: &str, args: &FibArgs) -> Result<(), Error> {
 ///
 /// # Errors
 /// When binding to the queue fails or the connection is lost.
-pub async fn serve_echo(url: &str, args: &EchoArgs) -> Result<(), Error> {
+pub async fn serve_echo(urls: &[String], args: &EchoArgs) -> Result<(), Error> {
     let echo = handler_fn(|request: Request| async move { Ok::<_, Status>(request.into_body()) });
     serve(
-        url,
+        urls,
         &args.server,
         "echo",
         "replies with the request body",
@@ -42,29 +42,51 @@ pub async fn serve_echo(url: &str, args: &EchoArgs) -> Result<(), Error> {
 }
 
 async fn serve<H: Handler>(
-    url: &str,
+    urls: &[String],
     args: &ServerArgs,
     service: &str,
     detail: &str,
     handler: H,
 ) -> Result<(), Error> {
-    let shown = BrokerUrl::parse(url)?;
+    let queue_type = if args.quorum {
+        QueueType::Quorum
+    } else {
+        QueueType::Classic
+    };
     let server = Server::builder()
-        .url(url)
+        .urls(urls)
         .queue(&args.queue)
         .prefetch(args.prefetch)
         .concurrency(args.concurrency)
-        .connection_name(format!("rabbit-rpc serve {service}"))
+        .durable(args.durable)
+        .queue_type(queue_type)
+        .delivery_limit(args.delivery_limit)
+        .max_request_size(args.max_request_size)
+        .drain_timeout(args.drain_timeout)
+        .connection_name(
+            args.connection_name
+                .clone()
+                .unwrap_or_else(|| format!("rabbit-rpc serve {service}")),
+        )
         .bind()
         .await?;
+    let stats = server.stats();
+    let kind = match (args.quorum, args.durable) {
+        (true, _) => "quorum queue",
+        (false, true) => "durable queue",
+        (false, false) => "queue",
+    };
     info!(
-        "serving {service} on queue '{}' at {shown} (concurrency {}, prefetch {}, {detail}); Ctrl-C to stop",
-        args.queue, args.concurrency, args.prefetch
+        "serving {service} on {kind} '{}' at {} (concurrency {}, prefetch {}, {detail}); Ctrl-C to stop",
+        args.queue,
+        server.broker(),
+        args.concurrency,
+        args.prefetch
     );
     server
         .serve_with_shutdown(handler, shutdown_signal())
         .await?;
-    info!("stopped");
+    info!("stopped: {stats}");
     Ok(())
 }
 

@@ -69,9 +69,9 @@ impl Progress {
 ///
 /// # Errors
 /// Connecting, or that first call.
-pub async fn bench(url: &str, args: &BenchArgs) -> Result<Summary, Error> {
+pub async fn bench(urls: &[String], args: &BenchArgs) -> Result<Summary, Error> {
     let client = Client::builder()
-        .url(url)
+        .urls(urls)
         .timeout(args.timeout)
         .publisher_confirms(args.publisher_confirms)
         .connection_name("rabbit-rpc bench")

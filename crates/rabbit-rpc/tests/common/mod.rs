@@ -49,6 +49,7 @@ pub async fn client() -> Client {
 /// A server running in the background until [`TestServer::stop`].
 pub struct TestServer {
     pub queue: String,
+    pub stats: rabbit_rpc::ServerStats,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), Error>>,
 }
@@ -79,12 +80,14 @@ impl TestServer {
             .queue(&queue)
             .queue_arguments(expiring());
         let server = configure(builder).bind().await.expect("bind server");
+        let stats = server.stats();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve_with_shutdown(handler, async {
             let _ = stopped.await;
         }));
         TestServer {
             queue,
+            stats,
             stop: Some(stop),
             task,
         }
@@ -217,6 +220,43 @@ pub async fn ready_messages(queue: &str) -> u32 {
         .expect("passive declare");
     let _ = connection.close(200, "done".into()).await;
     declared.message_count()
+}
+
+/// Runs `rabbitmqctl` with `args`; its stdout.
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    let output = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("run rabbitmqctl");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Closes, from the broker's side, every connection whose client-given name
+/// is `name`; how many it closed.
+pub fn close_connections_named(name: &str) -> usize {
+    let listing = rabbitmqctl(&[
+        "list_connections",
+        "-q",
+        "--no-table-headers",
+        "pid",
+        "client_properties",
+    ]);
+    // e.g. [{"capabilities",[…]},{"connection_name","my name"},…]
+    let needle = format!("{{\"connection_name\",\"{name}\"}}");
+    let pids: Vec<String> = listing
+        .lines()
+        .filter(|line| line.contains(&needle))
+        .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+        .collect();
+    for pid in &pids {
+        rabbitmqctl(&["close_connection", pid, "fault injection by a test"]);
+    }
+    pids.len()
 }
 
 /// Polls `condition` until it holds, failing the test after `limit`.

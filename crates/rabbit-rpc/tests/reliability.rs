@@ -1,0 +1,501 @@
+//! What the issue on reliability asks of the library, against the real
+//! broker: deadlines that travel with requests, checks before any work,
+//! redelivery, quorum queues, bounded drains, several URLs, and recovery
+//! from connections the broker closes. `docs/RELIABILITY.md` cites these
+//! tests by name.
+//!
+//! The connection-closing tests close only connections they opened (by a
+//! unique connection name), so they run in parallel with everything else.
+//! Broker restarts live in the CLI crate's `faults.rs`, which runs alone.
+
+mod common;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use common::TestServer;
+use futures_util::StreamExt;
+use lapin::{
+    BasicProperties,
+    options::{BasicNackOptions, BasicQosOptions},
+    types::AMQPValue,
+};
+use rabbit_rpc::{
+    CallOptions, Client, Code, QueueType, Request, Status, handler_fn,
+    protocol::{STATUS_HEADER, TIMEOUT_HEADER},
+};
+use tokio::sync::Semaphore;
+
+fn within(timeout_ms: u64) -> CallOptions {
+    CallOptions::new().timeout(Duration::from_millis(timeout_ms))
+}
+
+/// A handler that counts its runs and waits for a permit from `gate` before
+/// answering with the body.
+fn gated(gate: &Arc<Semaphore>, runs: &Arc<AtomicUsize>) -> impl rabbit_rpc::Handler {
+    let gate = Arc::clone(gate);
+    let runs = Arc::clone(runs);
+    handler_fn(move |request: Request| {
+        let gate = Arc::clone(&gate);
+        runs.fetch_add(1, Ordering::SeqCst);
+        async move {
+            gate.acquire().await.unwrap().forget();
+            Ok::<_, Status>(request.into_body())
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_request_whose_caller_gave_up_is_acknowledged_unstarted() {
+    let gate = Arc::new(Semaphore::new(0));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let server = TestServer::start_with("deadline_skip", gated(&gate, &runs), |b| {
+        b.concurrency(1).prefetch(10)
+    })
+    .await;
+    let client = common::client().await;
+    // The first call holds the only handler slot...
+    let first = {
+        let client = client.clone();
+        let queue = server.queue.clone();
+        tokio::spawn(async move { client.call_with(&queue, "first", &within(30_000)).await })
+    };
+    common::wait_until(Duration::from_secs(10), "the first call runs", || async {
+        runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // ...so the second waits in the server, past its caller's deadline.
+    let error = client
+        .call_with(&server.queue, "second", &within(300))
+        .await
+        .unwrap_err();
+    assert!(error.is_timeout(), "{error}");
+    gate.add_permits(10);
+    assert_eq!(first.await.unwrap().unwrap().text(), "first");
+    common::wait_until(
+        Duration::from_secs(10),
+        "the late request is skipped",
+        || async { server.stats.expired() == 1 },
+    )
+    .await;
+    assert_eq!(
+        client.call(&server.queue, "third").await.unwrap().text(),
+        "third"
+    );
+    // The second request never reached the handler.
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!(common::ready_messages(&server.queue).await, 0);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_request_nobody_took_in_time_expires_in_the_queue() {
+    let queue = common::unique_queue("deadline_expiry");
+    let (connection, channel) = common::raw_channel().await;
+    common::declare(&channel, &queue).await;
+    let client = common::client().await;
+    let error = client
+        .call_with(&queue, "late", &within(300))
+        .await
+        .unwrap_err();
+    assert!(error.is_no_server() || error.is_timeout(), "{error}");
+    // The broker drops it: a server that comes later never sees it.
+    common::wait_until(Duration::from_secs(5), "the request expires", || {
+        let queue = queue.clone();
+        async move { common::ready_messages(&queue).await == 0 }
+    })
+    .await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let server = TestServer::start_on(
+        queue.clone(),
+        gated(&Arc::new(Semaphore::new(100)), &runs),
+        |b| b,
+    )
+    .await;
+    assert_eq!(client.call(&queue, "now").await.unwrap().text(), "now");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    server.stop().await.unwrap();
+    let _ = connection.close(200, "done".into()).await;
+}
+
+#[tokio::test]
+async fn handlers_see_the_callers_deadline() {
+    let server = TestServer::start(
+        "deadline_visible",
+        handler_fn(|request: Request| async move {
+            let remaining = request.remaining().map(|r| r.as_millis());
+            Ok::<_, Status>(format!("{remaining:?}"))
+        }),
+    )
+    .await;
+    let client = common::client().await;
+    let reply = client
+        .call_with(&server.queue, "", &within(5_000))
+        .await
+        .unwrap();
+    let millis: u128 = reply
+        .text()
+        .trim_start_matches("Some(")
+        .trim_end_matches(')')
+        .parse()
+        .unwrap_or_else(|_| panic!("{}", reply.text()));
+    assert!(millis > 4_000 && millis <= 5_000, "{millis}");
+
+    // A tutorial client sends no timeout: no deadline.
+    let (connection, channel) = common::raw_channel().await;
+    let (reply_to, mut replies) = common::reply_queue(&channel).await;
+    let properties = BasicProperties::default()
+        .with_reply_to(reply_to.as_str().into())
+        .with_correlation_id("x".into());
+    common::publish(&channel, &server.queue, b"", properties).await;
+    let reply = tokio::time::timeout(Duration::from_secs(10), replies.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.data, b"None");
+    let _ = connection.close(200, "done".into()).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn requests_carry_their_timeout_to_the_broker_and_the_server() {
+    // What a request looks like on the wire, seen by a raw consumer.
+    let queue = common::unique_queue("deadline_wire");
+    let (connection, mut requests) = common::silent_server(&queue).await;
+    let client = common::client().await;
+    let call = {
+        let client = client.clone();
+        let queue = queue.clone();
+        tokio::spawn(async move { client.call_with(&queue, "1", &within(2_000)).await })
+    };
+    let request = tokio::time::timeout(Duration::from_secs(10), requests.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let expiration: u64 = request
+        .properties
+        .expiration()
+        .as_ref()
+        .expect("an expiration")
+        .as_str()
+        .parse()
+        .unwrap();
+    assert!(expiration > 1_500 && expiration <= 2_000, "{expiration}");
+    let headers = request.properties.headers().clone().expect("headers");
+    let Some(AMQPValue::LongLongInt(header)) = headers.inner().get(TIMEOUT_HEADER) else {
+        panic!("no {TIMEOUT_HEADER} header: {headers:?}");
+    };
+    assert_eq!(u64::try_from(*header).unwrap(), expiration);
+    assert!(call.await.unwrap().unwrap_err().is_timeout());
+    let _ = connection.close(200, "done".into()).await;
+    common::delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn an_oversized_request_gets_resource_exhausted_without_running_the_handler() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let server = TestServer::start_with(
+        "request_limit",
+        gated(&Arc::new(Semaphore::new(100)), &runs),
+        |b| b.max_request_size(1_000),
+    )
+    .await;
+    let client = common::client().await;
+    let error = client
+        .call(&server.queue, vec![b'x'; 1_001])
+        .await
+        .unwrap_err();
+    let status = error.status().unwrap_or_else(|| panic!("{error}"));
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+    assert!(status.message().contains("at most 1000"), "{status}");
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+    let fits = client.call(&server.queue, vec![b'x'; 1_000]).await.unwrap();
+    assert_eq!(fits.body().len(), 1_000);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_very_long_correlation_id_gets_invalid_argument() {
+    let server = TestServer::start("long_correlation_id", common::echo()).await;
+    let (connection, channel) = common::raw_channel().await;
+    let (reply_to, mut replies) = common::reply_queue(&channel).await;
+    let id = "x".repeat(200);
+    let properties = BasicProperties::default()
+        .with_reply_to(reply_to.as_str().into())
+        .with_correlation_id(id.as_str().into());
+    common::publish(&channel, &server.queue, b"1", properties).await;
+    let reply = tokio::time::timeout(Duration::from_secs(10), replies.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        reply
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|c| c.as_str()),
+        Some(id.as_str())
+    );
+    let headers = reply.properties.headers().clone().unwrap();
+    assert_eq!(
+        headers.inner().get(STATUS_HEADER),
+        Some(&AMQPValue::LongString("invalid_argument".into()))
+    );
+    let _ = connection.close(200, "done".into()).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_redelivered_request_is_flagged_counted_and_answered_once() {
+    let queue = common::unique_queue("redelivered");
+    // A "server" that takes the request and dies without acknowledging it.
+    let (doomed, mut taken) = common::silent_server(&queue).await;
+    let client = common::client().await;
+    let call = {
+        let client = client.clone();
+        let queue = queue.clone();
+        tokio::spawn(async move { client.call_with(&queue, "1", &within(20_000)).await })
+    };
+    let first = tokio::time::timeout(Duration::from_secs(10), taken.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(!first.redelivered);
+    let server = TestServer::start_on(
+        queue.clone(),
+        handler_fn(|request: Request| async move {
+            Ok::<_, Status>(format!("redelivered={}", request.redelivered()))
+        }),
+        |b| b,
+    )
+    .await;
+    doomed.close(200, "crash".into()).await.unwrap();
+    let reply = call.await.unwrap().unwrap();
+    assert_eq!(reply.text(), "redelivered=true");
+    assert_eq!(server.stats.redelivered(), 1);
+    assert_eq!(server.stats.answered(), 1);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_quorum_queue_drops_a_request_after_its_delivery_limit() {
+    let server = TestServer::start_with("quorum", common::echo(), |b| {
+        b.queue_type(QueueType::Quorum).delivery_limit(2)
+    })
+    .await;
+    let queue = server.queue.clone();
+    let client = common::client().await;
+    assert_eq!(client.call(&queue, "q").await.unwrap().text(), "q");
+    server.drain().await.unwrap();
+
+    // A request that "crashes" every consumer (here: rejected with requeue)
+    // is delivered at most limit + 1 times, then dropped.
+    let (connection, channel) = common::raw_channel().await;
+    channel
+        .basic_qos(1, BasicQosOptions::default())
+        .await
+        .unwrap();
+    common::publish(
+        &channel,
+        &queue,
+        b"poison",
+        BasicProperties::default().with_correlation_id("p".into()),
+    )
+    .await;
+    let mut deliveries = common::consume(&channel, &queue, false).await;
+    let mut seen = 0;
+    while let Ok(Some(Ok(delivery))) =
+        tokio::time::timeout(Duration::from_secs(2), deliveries.next()).await
+    {
+        seen += 1;
+        assert!(seen <= 3, "delivered {seen} times");
+        delivery
+            .acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            })
+            .await
+            .unwrap();
+    }
+    assert!(seen >= 2, "delivered {seen} times");
+    assert_eq!(common::ready_messages(&queue).await, 0);
+    let _ = connection.close(200, "done".into()).await;
+    common::delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn a_hung_handler_does_not_hold_shutdown_past_the_drain_timeout() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let never = Arc::new(Semaphore::new(0));
+    let mut server = TestServer::start_with("drain_timeout", gated(&never, &runs), |b| {
+        b.drain_timeout(Duration::from_millis(300))
+    })
+    .await;
+    let queue = server.queue.clone();
+    let client = common::client().await;
+    let call = {
+        let client = client.clone();
+        let queue = queue.clone();
+        tokio::spawn(async move { client.call_with(&queue, "hang", &within(60_000)).await })
+    };
+    common::wait_until(Duration::from_secs(10), "the handler runs", || async {
+        runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let started = Instant::now();
+    server.begin_shutdown();
+    server.drain().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The request it could not finish went back to the queue.
+    common::wait_until(Duration::from_secs(10), "the request is back", || {
+        let queue = queue.clone();
+        async move { common::ready_messages(&queue).await == 1 }
+    })
+    .await;
+    call.abort();
+    common::delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn several_urls_are_tried_in_turn() {
+    let server = TestServer::start_with("several_urls", common::echo(), |b| {
+        // Nothing listens on port 1: the server moves on to the next URL.
+        b.urls([
+            "amqp://guest:guest@127.0.0.1:1/%2f".to_owned(),
+            common::url(),
+        ])
+    })
+    .await;
+    let client = Client::builder()
+        .urls([
+            "amqp://guest:guest@127.0.0.1:1/%2f".to_owned(),
+            common::url(),
+        ])
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(client.call(&server.queue, "hi").await.unwrap().text(), "hi");
+    let error = Client::builder()
+        .urls([
+            "amqp://guest:guest@127.0.0.1:1/%2f",
+            "amqp://guest:guest@127.0.0.1:2/%2f",
+        ])
+        .connect()
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("127.0.0.1:1") && message.contains("127.0.0.1:2"),
+        "{message}"
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_whose_connection_the_broker_closes_fails_calls_at_once_and_reconnects() {
+    let server = TestServer::start("client_reconnect", common::echo()).await;
+    let name = format!("test client {}", uuid::Uuid::new_v4());
+    let client = Client::builder()
+        .url(common::url())
+        .connection_name(&name)
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(
+        client.call(&server.queue, "before").await.unwrap().text(),
+        "before"
+    );
+
+    // A call the server holds (it waits on a raw consumer that never
+    // answers) is in flight when the connection goes.
+    let silent = common::unique_queue("client_reconnect_silent");
+    let (silent_connection, _requests) = common::silent_server(&silent).await;
+    let in_flight = {
+        let client = client.clone();
+        let silent = silent.clone();
+        tokio::spawn(async move { client.call_with(&silent, "held", &within(30_000)).await })
+    };
+    common::wait_until(Duration::from_secs(10), "the call is in flight", || async {
+        client.pending_calls() == 1
+    })
+    .await;
+    let closed_at = Instant::now();
+    assert_eq!(common::close_connections_named(&name), 1);
+    let error = in_flight.await.unwrap().unwrap_err();
+    assert!(error.is_connection_lost(), "{error}");
+    assert!(
+        closed_at.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        closed_at.elapsed()
+    );
+
+    // New calls on the same client succeed: it reconnected by itself.
+    let reply = client
+        .call_with(&server.queue, "after", &within(20_000))
+        .await
+        .unwrap();
+    assert_eq!(reply.text(), "after");
+    assert!(client.is_connected());
+    let _ = silent_connection.close(200, "done".into()).await;
+    common::delete_queue(&silent).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_server_whose_connection_the_broker_closes_reconnects_and_serves_on() {
+    let name = format!("test server {}", uuid::Uuid::new_v4());
+    let server = TestServer::start_with("server_reconnect", common::echo(), |b| {
+        b.connection_name(&name)
+    })
+    .await;
+    let client = common::client().await;
+    assert_eq!(
+        client.call(&server.queue, "before").await.unwrap().text(),
+        "before"
+    );
+    assert_eq!(common::close_connections_named(&name), 1);
+    common::wait_until(Duration::from_secs(20), "the server reconnects", || async {
+        server.stats.reconnections() == 1
+    })
+    .await;
+    let reply = client
+        .call_with(&server.queue, "after", &within(20_000))
+        .await
+        .unwrap();
+    assert_eq!(reply.text(), "after");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_server_recreates_its_queue_when_it_is_deleted_under_it() {
+    let server = TestServer::start("queue_deleted", common::echo()).await;
+    let client = common::client().await;
+    assert_eq!(client.call(&server.queue, "1").await.unwrap().text(), "1");
+    common::delete_queue(&server.queue).await;
+    common::wait_until(
+        Duration::from_secs(20),
+        "the server re-declares",
+        || async { server.stats.reconnections() == 1 },
+    )
+    .await;
+    let reply = client
+        .call_with(&server.queue, "2", &within(20_000))
+        .await
+        .unwrap();
+    assert_eq!(reply.text(), "2");
+    server.stop().await.unwrap();
+}
