@@ -477,6 +477,8 @@ impl Server {
                 }
             }
         }
+        // No request starts from here on, then no new deliveries.
+        shared.draining.cancel();
         let _ = session
             .requests
             .basic_cancel(session.consumer.tag(), BasicCancelOptions::default())

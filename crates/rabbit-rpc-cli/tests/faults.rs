@@ -1,0 +1,708 @@
+//! Fault injection against the real broker: servers killed or stopped under
+//! load, connections closed by the broker, the broker restarted.
+//!
+//! Every test here holds [`BROKER`], one global async lock, for its whole
+//! run: two of them close connections from the broker side or stop and
+//! restart the broker's application, which would break any other test
+//! running at the same time. Cargo runs test binaries one after another, so
+//! the tests of this file never overlap those of other files; the lock keeps
+//! them from overlapping each other.
+//!
+//! The broker is driven with `rabbitmqctl` (the command named by the
+//! `RABBITMQCTL` environment variable, default `rabbitmqctl`), so it must be
+//! able to reach the broker's node.
+//!
+//! Nothing here sleeps to synchronise: every wait is for a condition, with a
+//! deadline.
+
+#![cfg(unix)]
+
+#[path = "../../rabbit-rpc/tests/common/mod.rs"]
+mod common;
+
+use std::{
+    os::unix::process::ExitStatusExt,
+    process::{ExitStatus, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use rabbit_rpc::{CallOptions, Client};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+    sync::oneshot,
+    task::JoinHandle,
+    time::Instant,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rabbit-rpc");
+
+/// Held by every test of this file for its whole run; see the module doc.
+static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// How many calls a load run makes.
+const CALLS: usize = 3000;
+/// How many of them are in flight at once.
+const IN_FLIGHT: usize = 100;
+/// How many must be answered before the fault is injected.
+const ANSWERED_BEFORE_FAULT: usize = 500;
+/// Each call's timeout.
+const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bodies cycle through n = 0..=90: every fib(n) fits a u64.
+const LARGEST_N: usize = 90;
+
+fn fib(n: u64) -> u64 {
+    let (mut a, mut b) = (0_u64, 1_u64);
+    for _ in 0..n {
+        (a, b) = (b, a + b);
+    }
+    a
+}
+
+// ---------------------------------------------------------------------------
+// `rabbit-rpc serve fib` processes.
+
+/// A running `rabbit-rpc serve fib`; killed if dropped. Its stderr is
+/// collected so failures can show it.
+struct ServeProcess {
+    child: Child,
+    pid: u32,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// Starts `rabbit-rpc serve fib --queue QUEUE EXTRA...` and returns once it
+/// logged that it is serving.
+async fn serve(queue: &str, extra: &[&str]) -> ServeProcess {
+    let mut child = Command::new(BIN)
+        .args(["serve", "fib", "--queue", queue])
+        .args(extra)
+        .env("AMQP_URL", common::url())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start rabbit-rpc serve");
+    let pid = child.id().expect("just started");
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (ready, is_ready) = oneshot::channel::<()>();
+    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+    let collected = Arc::clone(&log);
+    // Drains stderr for the process's whole life, so it never blocks on a
+    // full pipe.
+    tokio::spawn(async move {
+        let mut ready = Some(ready);
+        while let Ok(Some(line)) = lines.next_line().await {
+            let serving = line.contains("serving fib on queue");
+            collected.lock().unwrap().push(line);
+            if serving {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(());
+                }
+            }
+        }
+    });
+    let server = ServeProcess { child, pid, log };
+    match tokio::time::timeout(Duration::from_secs(30), is_ready).await {
+        Ok(Ok(())) => server,
+        Ok(Err(_)) => panic!(
+            "serve {extra:?} exited before it was ready:\n{}",
+            server.log()
+        ),
+        Err(_) => panic!("serve {extra:?} not ready within 30 s:\n{}", server.log()),
+    }
+}
+
+impl ServeProcess {
+    /// Everything it wrote to stderr so far.
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Sends `signal` (e.g. `-KILL`) with `kill`.
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {} failed", self.pid);
+    }
+
+    /// Waits for it to exit, failing the test after `limit`.
+    async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => status.expect("wait for serve"),
+            Err(_) => panic!(
+                "serve (pid {}) did not exit within {limit:?}:\n{}",
+                self.pid,
+                self.log()
+            ),
+        }
+    }
+
+    /// Whether this very process is still running (it never exited).
+    fn still_running(&mut self) -> bool {
+        self.child.try_wait().expect("poll serve").is_none()
+    }
+
+    /// SIGTERM, then it must exit 0 within 10 s.
+    async fn stop(&mut self) {
+        self.signal("-TERM");
+        let status = self.exit_within(Duration::from_secs(10)).await;
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "serve ended with {status} after SIGTERM:\n{}",
+            self.log()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Load.
+
+async fn client(name: &str) -> Client {
+    Client::builder()
+        .url(common::url())
+        .connection_name(name)
+        .timeout(CALL_TIMEOUT)
+        .connect()
+        .await
+        .expect("connect client")
+}
+
+/// One call of a load run.
+struct Outcome {
+    n: u64,
+    started: Instant,
+    ended: Instant,
+    result: Result<String, rabbit_rpc::Error>,
+}
+
+impl Outcome {
+    fn is_correct(&self) -> bool {
+        matches!(&self.result, Ok(text) if *text == fib(self.n).to_string())
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "fib({}) after {:?}: {:?} (expected {})",
+            self.n,
+            self.ended - self.started,
+            self.result,
+            fib(self.n)
+        )
+    }
+}
+
+/// Calls running in the background: [`IN_FLIGHT`] workers share `calls`
+/// calls on one client, bodies cycling through n = 0..=90.
+struct Load {
+    answered: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<Vec<Outcome>>,
+    started: Instant,
+}
+
+fn start_load(client: &Client, queue: &str, calls: usize) -> Load {
+    let answered = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicUsize::new(0));
+    let options = CallOptions::new().timeout(CALL_TIMEOUT);
+    let workers: Vec<JoinHandle<Vec<Outcome>>> = (0..IN_FLIGHT)
+        .map(|_| {
+            let (client, queue, options) = (client.clone(), queue.to_owned(), options.clone());
+            let (answered, stop, next) =
+                (Arc::clone(&answered), Arc::clone(&stop), Arc::clone(&next));
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= calls {
+                        break;
+                    }
+                    let n = u64::try_from(i % (LARGEST_N + 1)).unwrap();
+                    let started = Instant::now();
+                    let result = client
+                        .call_with(&queue, n.to_string(), &options)
+                        .await
+                        .map(|reply| reply.text().into_owned());
+                    let ended = Instant::now();
+                    if result.is_ok() {
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
+                    outcomes.push(Outcome {
+                        n,
+                        started,
+                        ended,
+                        result,
+                    });
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let task = tokio::spawn(async move {
+        let mut all = Vec::new();
+        for worker in workers {
+            all.extend(worker.await.expect("load worker panicked"));
+        }
+        all
+    });
+    Load {
+        answered,
+        stop,
+        task,
+        started: Instant::now(),
+    }
+}
+
+impl Load {
+    /// Waits until `count` calls were answered.
+    async fn wait_answered(&self, count: usize) {
+        let answered = &self.answered;
+        common::wait_until(
+            Duration::from_secs(60),
+            &format!("{count} calls are answered"),
+            move || async move { answered.load(Ordering::SeqCst) >= count },
+        )
+        .await;
+    }
+
+    /// Waits for every call to end, failing the test after `limit`.
+    async fn finish(self, limit: Duration, logs: &str) -> Vec<Outcome> {
+        match tokio::time::timeout(limit, self.task).await {
+            Ok(outcomes) => outcomes.expect("load task"),
+            Err(_) => panic!("the load did not finish within {limit:?}\n{logs}"),
+        }
+    }
+}
+
+/// Fails the test unless all `calls` calls returned the right number.
+fn assert_all_correct(outcomes: &[Outcome], calls: usize, logs: &str) {
+    assert_eq!(outcomes.len(), calls, "not every call ran\n{logs}");
+    let wrong: Vec<&Outcome> = outcomes.iter().filter(|o| !o.is_correct()).collect();
+    let timeouts = wrong
+        .iter()
+        .filter(|o| matches!(&o.result, Err(e) if e.is_timeout()))
+        .count();
+    assert!(
+        wrong.is_empty(),
+        "{} of {calls} calls failed or got a wrong answer ({timeouts} timed out); first ones:\n{}\n{logs}",
+        wrong.len(),
+        wrong
+            .iter()
+            .take(10)
+            .map(|o| o.describe())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+fn slowest(outcomes: &[Outcome]) -> Duration {
+    outcomes
+        .iter()
+        .map(|o| o.ended - o.started)
+        .max()
+        .unwrap_or_default()
+}
+
+fn logs(servers: &[&ServeProcess]) -> String {
+    servers
+        .iter()
+        .map(|s| format!("--- serve (pid {}) stderr:\n{}", s.pid, s.log()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+// ---------------------------------------------------------------------------
+// The broker, through rabbitmqctl.
+
+fn rabbitmqctl_command() -> String {
+    std::env::var("RABBITMQCTL").unwrap_or_else(|_| "rabbitmqctl".to_owned())
+}
+
+/// Runs `rabbitmqctl ARGS` and returns its stdout; fails the test if it
+/// fails or takes over a minute.
+async fn rabbitmqctl(args: &[&str]) -> String {
+    let run = Command::new(rabbitmqctl_command())
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .unwrap_or_else(|_| panic!("rabbitmqctl {args:?} hung"))
+        .expect("run rabbitmqctl");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?} failed with {}: {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The broker-side pids of the connections whose client-provided
+/// `connection_name` is `name`.
+///
+/// On RabbitMQ 3.10, `list_connections -q --no-table-headers pid
+/// client_properties` prints one line per connection: the pid, a tab, and
+/// the properties as an Erlang-ish list, e.g.
+/// `<rabbit@host.1795484019.836.0>\t[{"capabilities",[...]},{"connection_name","NAME"},{"platform","rust"},...]`.
+async fn connections_named(name: &str) -> Vec<String> {
+    let listing = rabbitmqctl(&[
+        "list_connections",
+        "-q",
+        "--no-table-headers",
+        "pid",
+        "client_properties",
+    ])
+    .await;
+    let property = format!("{{\"connection_name\",\"{name}\"}}");
+    listing
+        .lines()
+        .filter_map(|line| {
+            let (pid, properties) = line.split_once('\t')?;
+            properties
+                .contains(&property)
+                .then(|| pid.trim().to_owned())
+        })
+        .collect()
+}
+
+/// The pid of the one connection named `name`, waiting up to 30 s for it to
+/// appear.
+async fn the_connection_named(name: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pids = connections_named(name).await;
+        match pids.as_slice() {
+            [pid] => return pid.clone(),
+            [] => assert!(
+                Instant::now() < deadline,
+                "no connection named '{name}' within 30 s"
+            ),
+            _ => panic!("several connections named '{name}': {pids:?}"),
+        }
+        // Poll interval (each rabbitmqctl run takes about a second anyway).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Restarts the broker's application when dropped, unless
+/// [`BrokerStopped::start`] did: a test that fails while the broker is
+/// stopped must not leave it stopped for every later test.
+struct BrokerStopped {
+    started: bool,
+}
+
+impl BrokerStopped {
+    /// `rabbitmqctl stop_app`.
+    async fn stop() -> BrokerStopped {
+        // Armed before stopping: if stop_app fails halfway, start_app still
+        // runs.
+        let guard = BrokerStopped { started: false };
+        rabbitmqctl(&["stop_app"]).await;
+        guard
+    }
+
+    /// `rabbitmqctl start_app`; returns when it did, before
+    /// `rabbitmqctl await_startup`.
+    async fn start(&mut self) -> Instant {
+        rabbitmqctl(&["start_app"]).await;
+        self.started = true;
+        let at = Instant::now();
+        rabbitmqctl(&["await_startup"]).await;
+        at
+    }
+}
+
+impl Drop for BrokerStopped {
+    fn drop(&mut self) {
+        if self.started {
+            return;
+        }
+        eprintln!("restarting the broker's application after a failure");
+        for args in [&["start_app"][..], &["await_startup"][..]] {
+            match std::process::Command::new(rabbitmqctl_command())
+                .args(args)
+                .stdin(Stdio::null())
+                .status()
+            {
+                Ok(status) if status.success() => {}
+                other => eprintln!("rabbitmqctl {args:?}: {other:?}"),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The tests.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_one_of_two_servers_under_load_loses_no_call() {
+    let _broker = BROKER.lock().await;
+    let queue = common::unique_queue("faults_kill_9");
+    let mut victim = serve(&queue, &["--prefetch", "50"]).await;
+    let mut survivor = serve(&queue, &["--prefetch", "50"]).await;
+    let client = client(&format!("{queue}.client")).await;
+
+    let load = start_load(&client, &queue, CALLS);
+    load.wait_answered(ANSWERED_BEFORE_FAULT).await;
+    let answered_at_kill = load.answered.load(Ordering::SeqCst);
+    victim.signal("-KILL");
+    let killed_at = Instant::now();
+    let status = victim.exit_within(Duration::from_secs(10)).await;
+    assert_eq!(status.signal(), Some(9), "{status}");
+
+    let started = load.started;
+    let outcomes = load
+        .finish(Duration::from_secs(120), &logs(&[&victim, &survivor]))
+        .await;
+    let took = started.elapsed();
+    assert_all_correct(&outcomes, CALLS, &logs(&[&victim, &survivor]));
+    eprintln!(
+        "kill -9 after {answered_at_kill} answers: {CALLS} calls all correct in {took:?} \
+         ({:?} after the kill); slowest call {:?}; {} duplicate or late replies dropped",
+        killed_at.elapsed(),
+        slowest(&outcomes),
+        client.unknown_replies()
+    );
+
+    assert!(survivor.still_running(), "{}", survivor.log());
+    survivor.stop().await;
+    let _ = client.close().await;
+    common::delete_queue(&queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_one_of_two_servers_under_load_exits_0_within_10s_and_loses_no_call() {
+    let _broker = BROKER.lock().await;
+    let queue = common::unique_queue("faults_sigterm");
+    let mut stopped = serve(&queue, &["--prefetch", "50"]).await;
+    let mut survivor = serve(&queue, &["--prefetch", "50"]).await;
+    let client = client(&format!("{queue}.client")).await;
+
+    let load = start_load(&client, &queue, CALLS);
+    load.wait_answered(ANSWERED_BEFORE_FAULT).await;
+    let answered_at_signal = load.answered.load(Ordering::SeqCst);
+    stopped.signal("-TERM");
+    let signalled_at = Instant::now();
+    let status = stopped.exit_within(Duration::from_secs(10)).await;
+    let exited_after = signalled_at.elapsed();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "ended with {status} after SIGTERM:\n{}",
+        stopped.log()
+    );
+
+    let started = load.started;
+    let outcomes = load
+        .finish(Duration::from_secs(120), &logs(&[&stopped, &survivor]))
+        .await;
+    let took = started.elapsed();
+    assert_all_correct(&outcomes, CALLS, &logs(&[&stopped, &survivor]));
+    eprintln!(
+        "SIGTERM after {answered_at_signal} answers: exited 0 after {exited_after:?}; \
+         {CALLS} calls all correct in {took:?}; slowest call {:?}; {} duplicate or late replies dropped",
+        slowest(&outcomes),
+        client.unknown_replies()
+    );
+
+    assert!(survivor.still_running(), "{}", survivor.log());
+    survivor.stop().await;
+    let _ = client.close().await;
+    common::delete_queue(&queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broker_side_close_of_server_and_client_connections_under_load_recovers() {
+    let _broker = BROKER.lock().await;
+    let queue = common::unique_queue("faults_close");
+    let server_name = format!("{queue}.server");
+    let client_name = format!("{queue}.client");
+    let mut server = serve(&queue, &["--connection-name", &server_name]).await;
+    let client = client(&client_name).await;
+    let server_connection = the_connection_named(&server_name).await;
+    let client_connection = the_connection_named(&client_name).await;
+
+    // Load with no end of its own: 100 calls stay in flight until the
+    // broker has closed both connections, so the close hits calls in every
+    // stage (being published, queued, in the server's hands, being
+    // answered). Every call that ends after the close began counts as in
+    // flight at it.
+    let load = start_load(&client, &queue, usize::MAX);
+    load.wait_answered(ANSWERED_BEFORE_FAULT).await;
+    let close_started = Instant::now();
+    let close_server = ["close_connection", &server_connection, "fault injection"];
+    let close_client = ["close_connection", &client_connection, "fault injection"];
+    tokio::join!(rabbitmqctl(&close_server), rabbitmqctl(&close_client));
+    let closed = Instant::now();
+    load.stop.store(true, Ordering::SeqCst);
+
+    let outcomes = load
+        .finish(Duration::from_secs(25), &logs(&[&server]))
+        .await;
+    let (before, in_flight): (Vec<&Outcome>, Vec<&Outcome>) =
+        outcomes.iter().partition(|o| o.ended < close_started);
+    let broken: Vec<&&Outcome> = before.iter().filter(|o| !o.is_correct()).collect();
+    assert!(
+        broken.is_empty(),
+        "calls before the close failed: {}",
+        broken
+            .iter()
+            .take(10)
+            .map(|o| o.describe())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(!in_flight.is_empty(), "no call was in flight at the close");
+    let bound = closed + Duration::from_secs(5);
+    let bad: Vec<&&Outcome> = in_flight
+        .iter()
+        .filter(|o| {
+            let acceptable =
+                o.is_correct() || matches!(&o.result, Err(e) if e.is_connection_lost());
+            !acceptable || o.ended > bound
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{} of {} calls in flight at the close neither answered correctly nor failed with \
+         connection lost within 5 s of it; first ones:\n{}\n{}",
+        bad.len(),
+        in_flight.len(),
+        bad.iter()
+            .take(10)
+            .map(|o| o.describe())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        logs(&[&server])
+    );
+    let lost = in_flight
+        .iter()
+        .filter(|o| matches!(&o.result, Err(e) if e.is_connection_lost()))
+        .count();
+    let last_end = in_flight.iter().map(|o| o.ended).max().unwrap();
+    // The client's connection closed under 100 calls: some were waiting for
+    // a reply on it. (None failing would mean the close hit nothing.)
+    assert!(lost > 0, "no call in flight failed with connection lost");
+
+    // The same client object, and the same server process, get going again
+    // by themselves.
+    let recovered_after = call_until_answered(&client, &queue, closed, &[&server]).await;
+    let load = start_load(&client, &queue, 500);
+    let outcomes = load
+        .finish(Duration::from_secs(60), &logs(&[&server]))
+        .await;
+    assert_all_correct(&outcomes, 500, &logs(&[&server]));
+    assert!(
+        server.still_running(),
+        "serve exited after its connection was closed:\n{}",
+        server.log()
+    );
+    let new_server_connection = the_connection_named(&server_name).await;
+    let new_client_connection = the_connection_named(&client_name).await;
+    assert_ne!(new_server_connection, server_connection);
+    assert_ne!(new_client_connection, client_connection);
+    eprintln!(
+        "broker-side close (took {:?}): {} calls ended after it began, the last {:?} after it \
+         ({lost} connection lost, the rest answered); a call on the same client succeeded {recovered_after:?} after it",
+        closed - close_started,
+        in_flight.len(),
+        last_end.saturating_duration_since(closed),
+    );
+
+    server.stop().await;
+    let _ = client.close().await;
+    common::delete_queue(&queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broker_restart_under_a_running_server_and_a_long_lived_client_recovers_within_20s() {
+    let _broker = BROKER.lock().await;
+    let queue = common::unique_queue("faults_restart");
+    let mut server = serve(&queue, &[]).await;
+    let client = client(&format!("{queue}.client")).await;
+    let reply = client
+        .call(&queue, "30")
+        .await
+        .expect("call before restart");
+    assert_eq!(reply.text(), fib(30).to_string());
+
+    let mut broker = BrokerStopped::stop().await;
+    // While the broker is down a call fails; it does not hang past its
+    // timeout.
+    let down = CallOptions::new().timeout(Duration::from_secs(2));
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.call_with(&queue, "30", &down),
+    )
+    .await
+    .expect("a call with a 2 s timeout hung for 10 s while the broker was down");
+    assert!(outcome.is_err(), "answered while the broker was down");
+    let started = broker.start().await;
+
+    let recovered_after = call_until_answered(&client, &queue, started, &[&server]).await;
+    assert!(
+        server.still_running(),
+        "serve exited during the broker restart:\n{}",
+        server.log()
+    );
+    eprintln!(
+        "broker restart: a call on the same client succeeded {recovered_after:?} after start_app returned"
+    );
+    drop(broker);
+
+    server.stop().await;
+    let _ = client.close().await;
+    common::delete_queue(&queue).await;
+}
+
+/// Calls fib(30) on `client` with short timeouts until it is answered
+/// correctly, failing the test unless that happens within 20 s of `since`;
+/// returns how long after `since` it was.
+async fn call_until_answered(
+    client: &Client,
+    queue: &str,
+    since: Instant,
+    servers: &[&ServeProcess],
+) -> Duration {
+    let deadline = since + Duration::from_secs(20);
+    let options = CallOptions::new().timeout(Duration::from_secs(2));
+    let mut errors = Vec::new();
+    loop {
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.call_with(queue, "30", &options),
+        )
+        .await;
+        match attempt {
+            Ok(Ok(reply)) => {
+                assert_eq!(reply.text(), fib(30).to_string());
+                return since.elapsed();
+            }
+            Ok(Err(error)) => errors.push(format!("{:?}: {error}", since.elapsed())),
+            Err(_) => errors.push(format!(
+                "{:?}: a call with a 2 s timeout hung for 5 s",
+                since.elapsed()
+            )),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no call on the same client succeeded within 20 s; last errors:\n{}\n{}",
+            errors[errors.len().saturating_sub(10)..].join("\n"),
+            logs(servers)
+        );
+        // Poll interval: failures like "no such queue" come back at once.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
