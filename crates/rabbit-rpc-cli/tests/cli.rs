@@ -48,8 +48,13 @@ async fn serve(queue: &str) -> Child {
 }
 
 async fn serve_service(service: &str, queue: &str) -> Child {
+    serve_with(service, queue, &[]).await
+}
+
+async fn serve_with(service: &str, queue: &str, extra: &[&str]) -> Child {
     let mut child = Command::new(BIN)
         .args(["serve", service, "--queue", queue])
+        .args(extra)
         .env("AMQP_URL", common::url())
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -113,6 +118,55 @@ async fn serve_and_call_like_the_tutorial_then_stop_cleanly_on_sigterm() {
         .expect("serve did not stop within 10 s of SIGTERM")
         .unwrap();
     assert_eq!(status.code(), Some(0));
+    common::delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn a_second_signal_stops_a_draining_server_at_once_and_its_request_goes_back() {
+    let queue = common::unique_queue("cli_second_signal");
+    // fib(20,000,000) keeps the server busy for many seconds.
+    let mut server = serve_with("fib", &queue, &["--max-n", "20000000"]).await;
+    let client = common::client().await;
+    let call = {
+        let client = client.clone();
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            let options = rabbit_rpc::CallOptions::new().timeout(Duration::from_secs(120));
+            client.call_with(&queue, "20000000", &options).await
+        })
+    };
+    common::wait_until(
+        Duration::from_secs(10),
+        "the server has the request",
+        || {
+            let queue = queue.clone();
+            async move { common::unacked_messages(&queue) == 1 }
+        },
+    )
+    .await;
+    signal(&server, "-TERM");
+    // Draining: it waits for the request in hand...
+    let draining = tokio::time::timeout(Duration::from_millis(500), server.wait()).await;
+    assert!(
+        draining.is_err(),
+        "serve stopped before finishing its request"
+    );
+    // ...until a second signal.
+    let stopped_at = Instant::now();
+    signal(&server, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(5), server.wait())
+        .await
+        .expect("serve did not stop at once on a second signal")
+        .unwrap();
+    assert_eq!(status.code(), Some(i32::from(exit::INTERRUPTED)));
+    assert!(stopped_at.elapsed() < Duration::from_secs(2));
+    // The unfinished request is back in the queue, for another server.
+    common::wait_until(Duration::from_secs(10), "the request is back", || {
+        let queue = queue.clone();
+        async move { common::ready_messages(&queue).await == 1 }
+    })
+    .await;
+    call.abort();
     common::delete_queue(&queue).await;
 }
 

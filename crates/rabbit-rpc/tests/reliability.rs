@@ -499,3 +499,84 @@ async fn a_server_recreates_its_queue_when_it_is_deleted_under_it() {
     assert_eq!(reply.text(), "2");
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn unanswerable_requests_are_dead_lettered_when_the_queue_says_where() {
+    let dead = common::unique_queue("dead_letters");
+    let (connection, channel) = common::raw_channel().await;
+    common::declare(&channel, &dead).await;
+    let mut arguments = common::expiring();
+    arguments.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    arguments.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(dead.as_str().into()),
+    );
+    let server = TestServer::start_with("dead_lettering", common::echo(), |b| {
+        b.queue_arguments(arguments)
+    })
+    .await;
+    common::publish(
+        &channel,
+        &server.queue,
+        b"nowhere to answer",
+        BasicProperties::default().with_correlation_id("dl".into()),
+    )
+    .await;
+    common::wait_until(
+        Duration::from_secs(10),
+        "the request is dead-lettered",
+        || {
+            let dead = dead.clone();
+            async move { common::ready_messages(&dead).await == 1 }
+        },
+    )
+    .await;
+    assert_eq!(server.stats.dropped(), 1);
+    assert_eq!(common::ready_messages(&server.queue).await, 0);
+    let _ = connection.close(200, "done".into()).await;
+    common::delete_queue(&dead).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn with_publisher_confirms_a_request_the_broker_refuses_fails_at_once_with_rejected() {
+    // A queue that takes nothing: full at length 0, refusing new messages.
+    let queue = common::unique_queue("refusing");
+    let (connection, channel) = common::raw_channel().await;
+    let mut arguments = common::expiring();
+    arguments.insert("x-max-length".into(), AMQPValue::LongInt(0));
+    arguments.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    channel
+        .queue_declare(queue.as_str().into(), Default::default(), arguments)
+        .await
+        .unwrap();
+    let client = Client::builder()
+        .url(common::url())
+        .publisher_confirms(true)
+        .no_server_check(Duration::from_secs(30))
+        .connect()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let error = client
+        .call_with(&queue, "1", &within(20_000))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, rabbit_rpc::Error::Rejected { .. }),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let _ = connection.close(200, "done".into()).await;
+    common::delete_queue(&queue).await;
+}

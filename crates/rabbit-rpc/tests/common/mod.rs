@@ -236,6 +236,28 @@ pub fn rabbitmqctl(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// How many messages of `queue` are delivered but not yet acknowledged (0
+/// when the queue does not exist).
+pub fn unacked_messages(queue: &str) -> u64 {
+    let listing = rabbitmqctl(&[
+        "list_queues",
+        "-q",
+        "--no-table-headers",
+        "name",
+        "messages_unacknowledged",
+    ]);
+    listing
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let name = fields.next()?;
+            let count = fields.next()?.parse().ok()?;
+            (name == queue).then_some(count)
+        })
+        .next()
+        .unwrap_or(0)
+}
+
 /// Closes, from the broker's side, every connection whose client-given name
 /// is `name`; how many it closed.
 pub fn close_connections_named(name: &str) -> usize {
