@@ -580,3 +580,26 @@ async fn with_publisher_confirms_a_request_the_broker_refuses_fails_at_once_with
     let _ = connection.close(200, "done".into()).await;
     common::delete_queue(&queue).await;
 }
+
+#[tokio::test]
+async fn dropping_the_last_clone_of_a_client_closes_its_connection() {
+    let server = TestServer::start("client_drop", common::echo()).await;
+    let name = format!("test dropped client {}", uuid::Uuid::new_v4());
+    let client = Client::builder()
+        .url(common::url())
+        .connection_name(&name)
+        .connect()
+        .await
+        .unwrap();
+    let clone = client.clone();
+    assert_eq!(clone.call(&server.queue, "x").await.unwrap().text(), "x");
+    drop(client);
+    assert_eq!(common::connections_named(&name).len(), 1);
+    drop(clone);
+    common::wait_until(Duration::from_secs(10), "the connection closes", || {
+        let name = name.clone();
+        async move { common::connections_named(&name).is_empty() }
+    })
+    .await;
+    server.stop().await.unwrap();
+}

@@ -46,7 +46,7 @@ async fn a_request_without_correlation_id_gets_an_error_reply() {
 }
 
 #[tokio::test]
-async fn unanswerable_requests_are_acknowledged_and_dropped_not_requeued() {
+async fn unanswerable_requests_are_rejected_not_requeued() {
     let server = TestServer::start("unanswerable", common::echo()).await;
     let queue = server.queue.clone();
     let (connection, channel) = common::raw_channel().await;

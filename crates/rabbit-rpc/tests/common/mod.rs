@@ -258,9 +258,8 @@ pub fn unacked_messages(queue: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Closes, from the broker's side, every connection whose client-given name
-/// is `name`; how many it closed.
-pub fn close_connections_named(name: &str) -> usize {
+/// The broker's ids of the connections whose client-given name is `name`.
+pub fn connections_named(name: &str) -> Vec<String> {
     let listing = rabbitmqctl(&[
         "list_connections",
         "-q",
@@ -270,11 +269,17 @@ pub fn close_connections_named(name: &str) -> usize {
     ]);
     // e.g. [{"capabilities",[…]},{"connection_name","my name"},…]
     let needle = format!("{{\"connection_name\",\"{name}\"}}");
-    let pids: Vec<String> = listing
+    listing
         .lines()
         .filter(|line| line.contains(&needle))
         .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
-        .collect();
+        .collect()
+}
+
+/// Closes, from the broker's side, every connection whose client-given name
+/// is `name`; how many it closed.
+pub fn close_connections_named(name: &str) -> usize {
+    let pids = connections_named(name);
     for pid in &pids {
         rabbitmqctl(&["close_connection", pid, "fault injection by a test"]);
     }
