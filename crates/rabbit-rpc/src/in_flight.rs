@@ -49,7 +49,7 @@ impl InFlight {
     ///
     /// # Errors
     /// [`Error::ConnectionLost`] after [`InFlight::close`].
-    pub(crate) fn register(&self, id: String) -> Result<Pending<'_>, Error> {
+    pub(crate) fn register(self: &Arc<Self>, id: String) -> Result<Pending, Error> {
         let (sender, receiver) = oneshot::channel();
         match self.lock().as_mut() {
             Some(calls) => {
@@ -58,7 +58,7 @@ impl InFlight {
             None => return Err(self.closed_error()),
         }
         Ok(Pending {
-            in_flight: self,
+            in_flight: Arc::clone(self),
             id,
             receiver,
         })
@@ -111,11 +111,6 @@ impl InFlight {
         }
     }
 
-    /// Whether [`InFlight::close`] was called: the connection is gone.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.lock().is_none()
-    }
-
     /// How many calls are waiting.
     pub(crate) fn len(&self) -> usize {
         self.lock().as_ref().map_or(0, HashMap::len)
@@ -146,13 +141,13 @@ impl InFlight {
 
 /// One registered call. Await [`Pending::outcome`]; drop it to unregister.
 #[derive(Debug)]
-pub(crate) struct Pending<'a> {
-    in_flight: &'a InFlight,
+pub(crate) struct Pending {
+    in_flight: Arc<InFlight>,
     id: String,
     receiver: oneshot::Receiver<Outcome>,
 }
 
-impl Pending<'_> {
+impl Pending {
     pub(crate) fn id(&self) -> &str {
         &self.id
     }
@@ -168,7 +163,7 @@ impl Pending<'_> {
     }
 }
 
-impl Drop for Pending<'_> {
+impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(calls) = self.in_flight.lock().as_mut() {
             calls.remove(&self.id);
@@ -187,7 +182,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_completed_call_gets_its_reply_and_leaves_nothing() {
-        let in_flight = InFlight::new();
+        let in_flight = Arc::new(InFlight::new());
         let mut pending = in_flight.register("a".into()).unwrap();
         assert_eq!(in_flight.len(), 1);
         assert!(in_flight.complete("a", reply("1")));
@@ -198,7 +193,7 @@ mod tests {
 
     #[test]
     fn dropping_a_call_unregisters_it() {
-        let in_flight = InFlight::new();
+        let in_flight = Arc::new(InFlight::new());
         let pending = in_flight.register("a".into()).unwrap();
         drop(pending);
         assert_eq!(in_flight.len(), 0);
@@ -208,7 +203,7 @@ mod tests {
 
     #[test]
     fn unknown_ids_are_counted() {
-        let in_flight = InFlight::new();
+        let in_flight = Arc::new(InFlight::new());
         let _pending = in_flight.register("a".into()).unwrap();
         assert!(!in_flight.complete("b", reply("stranger")));
         assert_eq!(in_flight.unknown_replies(), 1);
@@ -217,7 +212,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_fails_waiting_calls_and_refuses_new_ones() {
-        let in_flight = InFlight::new();
+        let in_flight = Arc::new(InFlight::new());
         let mut pending = in_flight.register("a".into()).unwrap();
         in_flight.close("broker went away".into());
         let error = pending.outcome().await.unwrap_err();

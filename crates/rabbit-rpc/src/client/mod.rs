@@ -161,8 +161,16 @@ impl Client {
             after: timeout,
         };
 
-        let session = self.session(deadline).await?;
-        let mut pending = session.in_flight.register(inner.ids.next())?;
+        let id = inner.ids.next();
+        let (session, mut pending) = loop {
+            let session = self.session(deadline).await?;
+            match session.in_flight.register(id.clone()) {
+                Ok(pending) => break (session, pending),
+                // The connection has just dropped and nothing was sent:
+                // wait for the next one.
+                Err(_) => self.replaced(&session, deadline).await?,
+            }
+        };
         let properties = protocol::request_properties(
             &session.reply_to,
             pending.id(),
@@ -242,21 +250,14 @@ impl Client {
     /// The session to call on: the current one, or the next one if the
     /// client is reconnecting, waiting for it until `deadline`.
     async fn session(&self, deadline: Instant) -> Result<Arc<Session>, Error> {
-        if let State::Connected(session) = &*self.inner.state.borrow()
-            && !session.in_flight.is_closed()
-        {
+        if let State::Connected(session) = &*self.inner.state.borrow() {
             return Ok(Arc::clone(session));
         }
         // Subscribe before looking, so no change is missed in between.
         let mut state = self.inner.state.subscribe();
         loop {
             match &*state.borrow_and_update() {
-                // A session whose connection just dropped is about to be
-                // replaced: nothing was sent on it yet, so wait for the next.
-                State::Connected(session) if !session.in_flight.is_closed() => {
-                    return Ok(Arc::clone(session));
-                }
-                State::Connected(_) => {}
+                State::Connected(session) => return Ok(Arc::clone(session)),
                 State::Closed => return Err(closed()),
                 State::Reconnecting { .. } => {}
             }
@@ -265,6 +266,19 @@ impl Client {
                 Ok(Err(_)) => return Err(closed()),
                 Err(_) => return Err(self.unavailable()),
             }
+        }
+    }
+
+    /// Waits until `lost` (a session whose connection has dropped) is no
+    /// longer the current one, or until `deadline`.
+    async fn replaced(&self, lost: &Arc<Session>, deadline: Instant) -> Result<(), Error> {
+        let mut state = self.inner.state.subscribe();
+        let still_current =
+            |state: &State| matches!(state, State::Connected(s) if Arc::ptr_eq(s, lost));
+        match tokio::time::timeout_at(deadline, state.wait_for(|s| !still_current(s))).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(closed()),
+            Err(_) => Err(self.unavailable()),
         }
     }
 
