@@ -8,6 +8,11 @@
 #      hanging; our server keeps serving: fib(10) = 55
 #   T  our server exits 0 within 10 s of SIGTERM
 #   C  `rabbit-rpc call` against the Go server prints exactly 832040
+#   P  a request lapin cannot parse (correlation_id not valid UTF-8, sent by
+#      poison/main.go) to `rabbit-rpc serve fib --quorum --delivery-limit 3`:
+#      the server logs why, keeps reconnecting with growing backoff, the
+#      quorum queue's delivery limit drops the request, and the server
+#      answers again without a restart
 #
 # Needs a RabbitMQ broker on 127.0.0.1:5672 (guest/guest), or AMQP_URL, which
 # both our binary and the Go programs read. Installs golang-go and
@@ -24,6 +29,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 OUT="$REPO/target/interop/tutorial-go"
 QUEUE="interop.tutorial-go.$$.$RANDOM"
+POISON_QUEUE="$QUEUE.poison"
 
 passed=0
 failed=0
@@ -77,11 +83,13 @@ cleanup() {
     if ((queue_used)) && command -v rabbitmqctl >/dev/null 2>&1; then
         local sudo=()
         if [ "$(id -u)" -ne 0 ]; then sudo=(sudo -n); fi
-        local msg
-        if ! msg="$(timeout 60 "${sudo[@]}" rabbitmqctl -q delete_queue "$QUEUE" 2>&1)" &&
-            ! grep -qi 'not found' <<<"$msg"; then
-            say "note: could not delete queue '$QUEUE' (delete it by hand if it lingers): $msg"
-        fi
+        local msg q
+        for q in "$QUEUE" "$POISON_QUEUE"; do
+            if ! msg="$(timeout 60 "${sudo[@]}" rabbitmqctl -q delete_queue "$q" 2>&1)" &&
+                ! grep -qi 'not found' <<<"$msg"; then
+                say "note: could not delete queue '$q' (delete it by hand if it lingers): $msg"
+            fi
+        done
     fi
     if [ -n "$work" ]; then
         if ((failed)); then
@@ -125,7 +133,7 @@ fi
 
 say "building the Go tutorial client and server ..."
 mkdir -p "$OUT"
-for prog in client server; do
+for prog in client server poison; do
     (
         cd "$HERE"
         export GO111MODULE=off GOPATH=/usr/share/gocode GOPROXY=off GOFLAGS= GOTOOLCHAIN=local
@@ -135,6 +143,7 @@ for prog in client server; do
 done
 GO_CLIENT="$OUT/client"
 GO_SERVER="$OUT/server"
+GO_POISON="$OUT/poison"
 
 if [ -n "${RABBIT_RPC_BIN:-}" ]; then
     BIN="$RABBIT_RPC_BIN"
@@ -284,6 +293,48 @@ else
     show <"$work/go-server.err"
 fi
 stop "$goserver" 5
+
+# --- P: a request lapin cannot parse, on a quorum queue ------------------------
+
+"$BIN" serve fib --queue "$POISON_QUEUE" --quorum --delivery-limit 3 \
+    >"$work/poison-serve.out" 2>"$work/poison-serve.err" &
+poisoned=$!
+pids+=("$poisoned")
+if wait_for_line "$work/poison-serve.err" "serving fib on quorum queue" "$poisoned" 30; then
+    rc=0
+    RPC_QUEUE="$POISON_QUEUE" bounded 30 "$work/poison.log" "$work/poison.log" "$GO_POISON" || rc=$?
+    if ((rc != 0)); then
+        fail "P: the Go poison publisher exited $rc:"
+        show <"$work/poison.log"
+    else
+        # Calls until one is answered: while the server reconnects, a call
+        # may rightly fail with "no server".
+        answered=0
+        deadline=$((SECONDS + 90))
+        while ((SECONDS < deadline)) && alive "$poisoned"; do
+            rc=0
+            bounded 20 "$work/poison-call.out" "$work/poison-call.err" \
+                "$BIN" call --queue "$POISON_QUEUE" --timeout 10s 12 || rc=$?
+            if ((rc == 0)) && printf '144\n' | cmp -s - "$work/poison-call.out"; then
+                answered=1
+                break
+            fi
+            sleep 0.5
+        done
+        losses="$(grep -c "cannot parse" "$work/poison-serve.err" || true)"
+        if ((answered)) && alive "$poisoned" && ((losses >= 1)); then
+            ok "P: a request lapin cannot parse cost $losses reconnections, then the quorum queue's delivery limit dropped it and rabbit-rpc answered fib(12) = 144"
+        else
+            fail "P: after a request lapin cannot parse: answered=$answered, server alive=$(alive "$poisoned" && echo yes || echo no), parse failures logged=$losses; server log:"
+            show <"$work/poison-serve.err"
+        fi
+    fi
+    stop "$poisoned" 10
+else
+    fail "P: rabbit-rpc serve fib --quorum did not log 'serving fib on quorum queue' within 30 s; its stderr:"
+    show <"$work/poison-serve.err"
+    stop "$poisoned" 3
+fi
 
 summary
 ((failed == 0))

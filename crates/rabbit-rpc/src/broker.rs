@@ -218,6 +218,12 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// The longest wait between reconnection attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// How long a connection must have lasted for its loss to restart the
+/// backoff from the shortest wait. A connection that dies sooner (say, on a
+/// request lapin cannot parse, delivered again on every connection) keeps
+/// the waits growing instead of reconnecting in a tight loop.
+pub(crate) const STABLE_CONNECTION: Duration = Duration::from_secs(10);
+
 /// Exponential backoff with jitter between reconnection attempts: 100 ms,
 /// doubling up to 5 s, each wait drawn between half and all of that, so a
 /// fleet of clients cut off together does not reconnect in lockstep.
@@ -227,6 +233,14 @@ pub(crate) struct Backoff {
 }
 
 impl Backoff {
+    /// Starts again from the shortest wait, if the connection that was lost
+    /// had lasted at least [`STABLE_CONNECTION`].
+    pub(crate) fn connection_lasted(&mut self, lasted: Duration) {
+        if lasted >= STABLE_CONNECTION {
+            self.attempts = 0;
+        }
+    }
+
     /// How long to wait before the next attempt.
     pub(crate) fn next_delay(&mut self) -> Duration {
         let ceiling = BACKOFF_MIN
@@ -337,6 +351,18 @@ mod tests {
         let later: Vec<_> = (0..20).map(|_| backoff.next_delay()).collect();
         assert!(later.iter().all(|d| *d <= BACKOFF_MAX), "{later:?}");
         assert!(later.last().unwrap() >= &(BACKOFF_MAX / 2));
+    }
+
+    #[test]
+    fn only_a_connection_that_lasted_resets_the_backoff() {
+        let mut backoff = Backoff::default();
+        for _ in 0..10 {
+            backoff.next_delay();
+        }
+        backoff.connection_lasted(Duration::from_millis(50));
+        assert!(backoff.next_delay() >= BACKOFF_MAX / 2);
+        backoff.connection_lasted(STABLE_CONNECTION);
+        assert!(backoff.next_delay() <= BACKOFF_MIN);
     }
 
     #[test]

@@ -193,6 +193,8 @@ pub(super) async fn supervise(
     closed: CancellationToken,
     unknown_replies: Arc<AtomicU64>,
 ) {
+    let mut backoff = Backoff::default();
+    let mut connected = tokio::time::Instant::now();
     loop {
         let lost = tokio::select! {
             () = closed.cancelled() => return,
@@ -210,7 +212,7 @@ pub(super) async fn supervise(
             // A channel error leaves the connection open: close it.
             let _ = old.connection.close(200, "reconnecting".into()).await;
         }
-        let mut backoff = Backoff::default();
+        backoff.connection_lasted(connected.elapsed());
         loop {
             tokio::select! {
                 () = closed.cancelled() => return,
@@ -224,6 +226,7 @@ pub(super) async fn supervise(
                 Ok((session, next_end)) => {
                     info!("the client reconnected to {}", session.url);
                     ended = next_end;
+                    connected = tokio::time::Instant::now();
                     state.send_replace(State::Connected(Arc::new(session)));
                     break;
                 }

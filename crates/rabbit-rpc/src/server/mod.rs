@@ -15,7 +15,7 @@ use lapin::{
 };
 use tokio::{sync::Semaphore, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 pub use request::MAX_CORRELATION_ID_LEN;
 pub use stats::ServerStats;
@@ -449,7 +449,9 @@ impl Server {
         });
         let tasks = TaskTracker::new();
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut backoff = Backoff::default();
         loop {
+            let connected = Instant::now();
             match serve_session(&shared, &tasks, &mut session, shutdown.as_mut()).await {
                 Ended::Shutdown => break,
                 Ended::Lost(reason) => {
@@ -460,7 +462,8 @@ impl Server {
                         return Err(Error::ConnectionLost { reason });
                     }
                     warn!(queue = %builder.queue, %reason, "lost the broker; reconnecting");
-                    match reconnect(&settings, shutdown.as_mut()).await {
+                    backoff.connection_lasted(connected.elapsed());
+                    match reconnect(&settings, &mut backoff, shutdown.as_mut()).await {
                         Some(fresh) => {
                             session = fresh;
                             stats.add(Count::Reconnection);
@@ -515,7 +518,18 @@ async fn serve_session<H: Handler>(
                 let received = Instant::now();
                 tasks.spawn(Arc::clone(shared).run(delivery, received, origin.clone()));
             }
-            Some(Err(error)) => return Ended::Lost(error.to_string()),
+            Some(Err(error)) => {
+                if let lapin::ErrorKind::ParsingError(_) = error.kind() {
+                    error!(
+                        queue = %shared.queue,
+                        "the broker sent a message this server cannot parse (a request whose AMQP \
+                         properties are not valid UTF-8?); it comes back on every connection \
+                         until it is removed from the queue (a quorum queue's delivery limit \
+                         drops it)"
+                    );
+                }
+                return Ended::Lost(error.to_string());
+            }
             None => {
                 return Ended::Lost(format!(
                     "the broker cancelled the consumer of queue '{}' (was it deleted?)",
@@ -530,9 +544,9 @@ async fn serve_session<H: Handler>(
 /// `shutdown` completes first.
 async fn reconnect(
     settings: &Settings,
+    backoff: &mut Backoff,
     mut shutdown: Pin<&mut impl Future<Output = ()>>,
 ) -> Option<Session> {
-    let mut backoff = Backoff::default();
     loop {
         let delay = backoff.next_delay();
         tokio::select! {
