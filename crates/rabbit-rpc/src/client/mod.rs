@@ -189,11 +189,12 @@ impl Client {
         );
         let mut publish = std::pin::pin!(publish);
         // One timer per call on the hot path: the moment to check for a
-        // server. Publishing takes microseconds unless the broker pushes back
-        // (a memory alarm); then it may use the whole timeout.
-        let mut check = std::pin::pin!(tokio::time::sleep_until(
-            started + inner.no_server_check.min(timeout / 2)
-        ));
+        // server, counted from publishing (a call that waited for the client
+        // to reconnect gets the same grace as any other). Publishing takes
+        // microseconds unless the broker pushes back (a memory alarm); then
+        // it may use the whole timeout.
+        let check_at = (Instant::now() + inner.no_server_check.min(timeout / 2)).min(deadline);
+        let mut check = std::pin::pin!(tokio::time::sleep_until(check_at));
         let published = tokio::select! {
             published = &mut publish => published,
             () = &mut check => match tokio::time::timeout_at(deadline, &mut publish).await {
@@ -218,33 +219,47 @@ impl Client {
             outcome = pending.outcome() => return outcome,
             () = &mut check => {}
         }
-        // Asking is bounded by the call's deadline: a broker that blocks this
-        // connection (a memory alarm) must not hold the call past it.
-        let probe =
-            tokio::time::timeout_at(deadline, inner.probes.check(&session.connection, queue));
-        match probe.await.unwrap_or(Probe::Unknown) {
-            Probe::NoQueue => {
-                return Err(Error::NoRoute {
-                    queue: queue.to_owned(),
-                });
+        // "No server" takes two answers a while apart: a server that is
+        // reconnecting, or restarting, is back within that while.
+        let first = self.probe(&session, queue, deadline, None).await;
+        if let Some(error) = first.failure(queue) {
+            if matches!(error, Error::NoRoute { .. }) {
+                return Err(error);
             }
-            // Nobody consumes and requests wait: ours is among them. (With
-            // no message waiting, ours is in the hands of a server that is
-            // draining or restarting: keep waiting.)
-            Probe::Queue {
-                consumers: 0,
-                messages,
-            } if messages > 0 => {
-                return Err(Error::NoServer {
-                    queue: queue.to_owned(),
-                });
+            let asked = Instant::now();
+            let again = (asked + inner.no_server_check.min(timeout / 2)).min(deadline);
+            tokio::select! {
+                outcome = pending.outcome() => return outcome,
+                () = tokio::time::sleep_until(again) => {}
             }
-            Probe::Queue { .. } | Probe::Unknown => {}
+            let second = self.probe(&session, queue, deadline, Some(asked)).await;
+            if let Some(error) = second.failure(queue) {
+                return Err(error);
+            }
         }
         match tokio::time::timeout_at(deadline, pending.outcome()).await {
             Ok(outcome) => outcome,
             Err(_) => Err(timed_out()),
         }
+    }
+
+    /// Asks the broker about `queue`, within the call's deadline: a broker
+    /// that blocks this connection (a memory alarm) must not hold the call
+    /// past it.
+    async fn probe(
+        &self,
+        session: &Session,
+        queue: &str,
+        deadline: Instant,
+        not_before: Option<Instant>,
+    ) -> Probe {
+        let asking = self
+            .inner
+            .probes
+            .check(&session.connection, queue, not_before);
+        tokio::time::timeout_at(deadline, asking)
+            .await
+            .unwrap_or(Probe::Unknown)
     }
 
     /// The session to call on: the current one, or the next one if the

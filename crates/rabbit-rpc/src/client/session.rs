@@ -26,6 +26,10 @@ use crate::{
     protocol::{self, DIRECT_REPLY_TO},
 };
 
+/// How long closing a connection may take before the client stops waiting
+/// (the socket closes when the connection is dropped anyway).
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A client's link to the broker, as its calls see it.
 #[derive(Debug, Clone)]
 pub(super) enum State {
@@ -197,45 +201,74 @@ pub(super) async fn supervise(
     let mut connected = tokio::time::Instant::now();
     loop {
         let lost = tokio::select! {
+            biased;
             () = closed.cancelled() => return,
             lost = &mut ended => lost.unwrap_or_else(|_| "the reply consumer stopped".to_owned()),
         };
-        if closed.is_cancelled() {
+        warn!(reason = %lost, "the client lost the broker; reconnecting");
+        // `Client::close` may have run meanwhile: never replace `Closed`.
+        let mut old = None;
+        let reconnecting = state.send_if_modified(|current| {
+            if matches!(current, State::Closed) {
+                return false;
+            }
+            old = Some(std::mem::replace(
+                current,
+                State::Reconnecting {
+                    lost: lost.clone(),
+                    last_error: None,
+                },
+            ));
+            true
+        });
+        if !reconnecting {
             return;
         }
-        warn!(reason = %lost, "the client lost the broker; reconnecting");
-        let old = state.send_replace(State::Reconnecting {
-            lost,
-            last_error: None,
-        });
-        if let State::Connected(old) = old {
+        if let Some(State::Connected(old)) = old {
             // A channel error leaves the connection open: close it.
-            let _ = old.connection.close(200, "reconnecting".into()).await;
+            let closing = old.connection.close(200, "reconnecting".into());
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
         }
         backoff.connection_lasted(connected.elapsed());
         loop {
             tokio::select! {
+                biased;
                 () = closed.cancelled() => return,
                 () = tokio::time::sleep(backoff.next_delay()) => {}
             }
             let opened = tokio::select! {
+                biased;
                 () = closed.cancelled() => return,
                 opened = Session::open(&settings, &endpoints, &unknown_replies) => opened,
             };
             match opened {
                 Ok((session, next_end)) => {
+                    let session = Arc::new(session);
+                    let installed = state.send_if_modified(|current| {
+                        if matches!(current, State::Closed) {
+                            return false;
+                        }
+                        *current = State::Connected(Arc::clone(&session));
+                        true
+                    });
+                    if !installed {
+                        let closing = session.connection.close(200, "client closed".into());
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
+                        return;
+                    }
                     info!("the client reconnected to {}", session.url);
                     ended = next_end;
                     connected = tokio::time::Instant::now();
-                    state.send_replace(State::Connected(Arc::new(session)));
                     break;
                 }
                 Err(error) => {
                     warn!(%error, "the client could not reconnect yet; retrying");
-                    state.send_modify(|state| {
+                    state.send_if_modified(|state| {
                         if let State::Reconnecting { last_error, .. } = state {
                             *last_error = Some(error.to_string());
+                            return true;
                         }
+                        false
                     });
                 }
             }

@@ -22,7 +22,7 @@ pub use stats::ServerStats;
 
 use crate::{
     BrokerUrl, DEFAULT_URL, Error, Handler,
-    broker::{Backoff, DEFAULT_CONNECT_TIMEOUT, Endpoints},
+    broker::{Backoff, DEFAULT_CONNECT_TIMEOUT, Endpoints, STABLE_CONNECTION},
 };
 use request::Shared;
 use stats::Count;
@@ -238,7 +238,7 @@ impl ServerBuilder {
             arguments: self.declared_arguments(),
             builder: self,
         });
-        let session = Session::open(&settings).await?;
+        let session = Session::open(&settings, settings.builder.prefetch).await?;
         Ok(Server {
             settings,
             session,
@@ -279,11 +279,18 @@ struct Session {
     requests: Channel,
     replies: Channel,
     consumer: Consumer,
+    /// The prefetch in force: the configured one, or 1 after a request this
+    /// server could not parse (see [`serve_session`]).
+    prefetch: u16,
 }
+
+/// How long closing a channel or connection, or cancelling the consumer, may
+/// take before the server gives up waiting.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Session {
     /// Connects, declares the queue, sets the prefetch and starts consuming.
-    async fn open(settings: &Settings) -> Result<Session, Error> {
+    async fn open(settings: &Settings, prefetch: u16) -> Result<Session, Error> {
         let builder = &settings.builder;
         let (connection, url) = settings
             .endpoints
@@ -315,7 +322,7 @@ impl Session {
                 reason: declare_failure(&e),
             })?;
         requests
-            .basic_qos(builder.prefetch, BasicQosOptions::default())
+            .basic_qos(prefetch, BasicQosOptions::default())
             .await
             .map_err(Error::from_lapin)?;
         let consumer = requests
@@ -333,14 +340,20 @@ impl Session {
             requests,
             replies,
             consumer,
+            prefetch,
         })
     }
 
     /// Closes the connection, which hands every unacknowledged request on it
-    /// back to the queue.
+    /// back to the queue. Bounded: a broker that has stopped reading this
+    /// connection (a memory alarm) must not hold a shutdown forever; the
+    /// socket closes when the session is dropped anyway.
     async fn close(&self, why: &str) {
-        let _ = self.requests.close(200, why.into()).await;
-        let _ = self.connection.close(200, why.into()).await;
+        let closing = async {
+            let _ = self.requests.close(200, why.into()).await;
+            let _ = self.connection.close(200, why.into()).await;
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
     }
 }
 
@@ -380,7 +393,13 @@ pub struct Server {
 /// Why a session's serve loop ended.
 enum Ended {
     Shutdown,
-    Lost(String),
+    Lost {
+        reason: String,
+        /// The broker sent a frame lapin could not parse: most likely a
+        /// request with properties that are not valid UTF-8, which comes
+        /// back on every connection.
+        unparsable: bool,
+    },
 }
 
 impl Server {
@@ -444,7 +463,9 @@ impl Server {
             max_request_size: builder.max_request_size,
             max_reply_size: builder.max_reply_size,
             stats: stats.clone(),
-            permits: Arc::new(Semaphore::new(builder.concurrency)),
+            permits: Arc::new(Semaphore::new(
+                builder.concurrency.min(Semaphore::MAX_PERMITS),
+            )),
             draining: CancellationToken::new(),
         });
         let tasks = TaskTracker::new();
@@ -452,9 +473,17 @@ impl Server {
         let mut backoff = Backoff::default();
         loop {
             let connected = Instant::now();
-            match serve_session(&shared, &tasks, &mut session, shutdown.as_mut()).await {
+            let ended = serve_session(
+                &shared,
+                &tasks,
+                &mut session,
+                builder.prefetch,
+                shutdown.as_mut(),
+            )
+            .await;
+            match ended {
                 Ended::Shutdown => break,
-                Ended::Lost(reason) => {
+                Ended::Lost { reason, unparsable } => {
                     // Whatever broke, start afresh: the old connection's
                     // unacknowledged requests go back to the queue.
                     session.close("reconnecting").await;
@@ -463,7 +492,13 @@ impl Server {
                     }
                     warn!(queue = %builder.queue, %reason, "lost the broker; reconnecting");
                     backoff.connection_lasted(connected.elapsed());
-                    match reconnect(&settings, &mut backoff, shutdown.as_mut()).await {
+                    // After an unparsable request, take one request at a
+                    // time until the connection holds: only that request
+                    // comes back each time, not the others around it (on a
+                    // quorum queue each return counts towards their
+                    // delivery limit too).
+                    let prefetch = if unparsable { 1 } else { builder.prefetch };
+                    match reconnect(&settings, prefetch, &mut backoff, shutdown.as_mut()).await {
                         Some(fresh) => {
                             session = fresh;
                             stats.add(Count::Reconnection);
@@ -482,10 +517,19 @@ impl Server {
         }
         // No request starts from here on, then no new deliveries.
         shared.draining.cancel();
-        let _ = session
+        let cancel = session
             .requests
-            .basic_cancel(session.consumer.tag(), BasicCancelOptions::default())
-            .await;
+            .basic_cancel(session.consumer.tag(), BasicCancelOptions::default());
+        if let Ok(Ok(())) = tokio::time::timeout(CLOSE_TIMEOUT, cancel).await {
+            // Deliveries that arrived before the cancel took effect go back
+            // at once, not when the connection closes.
+            let received_late = async {
+                while let Some(Ok(delivery)) = session.consumer.next().await {
+                    shared.requeue(&delivery).await;
+                }
+            };
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, received_late).await;
+        }
         drain(&shared, &tasks, builder.drain_timeout).await;
         session.close("server shutting down").await;
         Ok(())
@@ -495,22 +539,59 @@ impl Server {
 /// Takes deliveries from one session until shutdown or until the session
 /// fails. Each delivery gets its own task at once, stamped with the time it
 /// arrived (its deadline counts from then), which waits for a free handler
-/// slot.
+/// slot. A session opened with less than the configured `prefetch` (after an
+/// unparsable request) gets it back once it has lasted
+/// [`STABLE_CONNECTION`].
 async fn serve_session<H: Handler>(
     shared: &Arc<Shared<H>>,
     tasks: &TaskTracker,
     session: &mut Session,
-    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+    prefetch: u16,
+    shutdown: Pin<&mut impl Future<Output = ()>>,
 ) -> Ended {
     let origin = request::Session {
         replies: session.replies.clone(),
         failure: Arc::new(Failure::default()),
+        lost: CancellationToken::new(),
     };
+    let ended = take_deliveries(shared, tasks, session, prefetch, &origin, shutdown).await;
+    if let Ended::Lost { .. } = ended {
+        // Tasks of this session still waiting for a handler slot must not
+        // run: their requests go back to the queue with the connection.
+        origin.lost.cancel();
+    }
+    ended
+}
+
+/// The loop of [`serve_session`].
+async fn take_deliveries<H: Handler>(
+    shared: &Arc<Shared<H>>,
+    tasks: &TaskTracker,
+    session: &mut Session,
+    prefetch: u16,
+    origin: &request::Session,
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> Ended {
+    let mut restore = std::pin::pin!(tokio::time::sleep(STABLE_CONNECTION));
     loop {
         let delivery = tokio::select! {
             biased;
             () = &mut shutdown => return Ended::Shutdown,
-            reason = origin.failure.wait() => return Ended::Lost(reason),
+            reason = origin.failure.wait() => {
+                return Ended::Lost { reason, unparsable: false };
+            }
+            () = &mut restore, if session.prefetch < prefetch => {
+                match session.requests.basic_qos(prefetch, BasicQosOptions::default()).await {
+                    Ok(()) => {
+                        session.prefetch = prefetch;
+                        info!(queue = %shared.queue, "the connection holds; prefetch {prefetch} again");
+                    }
+                    Err(error) => {
+                        return Ended::Lost { reason: error.to_string(), unparsable: false };
+                    }
+                }
+                continue;
+            }
             delivery = session.consumer.next() => delivery,
         };
         match delivery {
@@ -519,22 +600,29 @@ async fn serve_session<H: Handler>(
                 tasks.spawn(Arc::clone(shared).run(delivery, received, origin.clone()));
             }
             Some(Err(error)) => {
-                if let lapin::ErrorKind::ParsingError(_) = error.kind() {
+                let unparsable = matches!(error.kind(), lapin::ErrorKind::ParsingError(_));
+                if unparsable {
                     error!(
                         queue = %shared.queue,
                         "the broker sent a message this server cannot parse (a request whose AMQP \
                          properties are not valid UTF-8?); it comes back on every connection \
                          until it is removed from the queue (a quorum queue's delivery limit \
-                         drops it)"
+                         drops it); taking one request at a time meanwhile"
                     );
                 }
-                return Ended::Lost(error.to_string());
+                return Ended::Lost {
+                    reason: error.to_string(),
+                    unparsable,
+                };
             }
             None => {
-                return Ended::Lost(format!(
-                    "the broker cancelled the consumer of queue '{}' (was it deleted?)",
-                    shared.queue
-                ));
+                return Ended::Lost {
+                    reason: format!(
+                        "the broker cancelled the consumer of queue '{}' (was it deleted?)",
+                        shared.queue
+                    ),
+                    unparsable: false,
+                };
             }
         }
     }
@@ -544,6 +632,7 @@ async fn serve_session<H: Handler>(
 /// `shutdown` completes first.
 async fn reconnect(
     settings: &Settings,
+    prefetch: u16,
     backoff: &mut Backoff,
     mut shutdown: Pin<&mut impl Future<Output = ()>>,
 ) -> Option<Session> {
@@ -555,7 +644,7 @@ async fn reconnect(
         }
         tokio::select! {
             () = &mut shutdown => return None,
-            opened = Session::open(settings) => match opened {
+            opened = Session::open(settings, prefetch) => match opened {
                 Ok(session) => return Some(session),
                 Err(error) => warn!(queue = %settings.builder.queue, %error, "could not reconnect yet; retrying"),
             },

@@ -49,6 +49,9 @@ pub(super) struct Shared<H> {
 pub(super) struct Session {
     pub(super) replies: Channel,
     pub(super) failure: Arc<Failure>,
+    /// Cancelled when the connection is lost: its requests are back in the
+    /// queue, so those not started yet must not run.
+    pub(super) lost: CancellationToken,
 }
 
 impl<H: Handler> Shared<H> {
@@ -62,22 +65,33 @@ impl<H: Handler> Shared<H> {
     ) {
         let permit = tokio::select! {
             biased;
+            () = session.lost.cancelled() => return,
             () = self.draining.cancelled() => None,
             permit = Arc::clone(&self.permits).acquire_owned() => permit.ok(),
         };
+        if session.lost.is_cancelled() {
+            return;
+        }
         if permit.is_none() || self.draining.is_cancelled() {
-            self.stats.add(Count::Requeued);
-            let requeue = BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
-            };
-            if let Err(error) = delivery.acker.nack(requeue).await {
-                debug!(%error, "could not requeue a request; the broker requeues it when the channel closes");
-            }
+            self.requeue(&delivery).await;
             return;
         }
         self.process(delivery, received, &session).await;
         drop(permit);
+    }
+
+    /// Hands a request not started back to the queue, for another server.
+    pub(super) async fn requeue(&self, delivery: &Delivery) {
+        let requeue = BasicNackOptions {
+            requeue: true,
+            ..BasicNackOptions::default()
+        };
+        match delivery.acker.nack(requeue).await {
+            Ok(_) => self.stats.add(Count::Requeued),
+            Err(error) => {
+                debug!(%error, "could not requeue a request; the broker requeues it when the channel closes")
+            }
+        }
     }
 
     /// Answers one delivery, then acknowledges it. Nothing is ever
@@ -113,6 +127,9 @@ impl<H: Handler> Shared<H> {
         }
         let correlation_id = properties.correlation_id().clone();
         let result = match self.check(&delivery) {
+            // Lost while waiting for a slot: the request is back in the
+            // queue; running it here would run it twice.
+            Ok(()) if session.lost.is_cancelled() => return,
             Ok(()) => self.run_handler(&mut delivery, deadline).await,
             Err(status) => Err(status),
         };
@@ -185,7 +202,9 @@ impl<H: Handler> Shared<H> {
             redelivered: delivery.redelivered,
             deadline,
         };
-        match AssertUnwindSafe(self.handler.call(request))
+        // The `async` block puts the handler's synchronous part (before its
+        // future exists) inside the catch too.
+        match AssertUnwindSafe(async { self.handler.call(request).await })
             .catch_unwind()
             .await
         {
@@ -248,11 +267,21 @@ fn reply(
                 status.code(),
                 Some(ERROR_CONTENT_TYPE.into()),
             );
-            let mut message = status.message().as_bytes().to_vec();
-            message.truncate(max_size.min(MAX_ERROR_MESSAGE));
-            (properties, message)
+            (
+                properties,
+                truncated(status.message(), max_size.min(MAX_ERROR_MESSAGE)),
+            )
         }
     }
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn truncated(text: &str, max: usize) -> Vec<u8> {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.as_bytes()[..end].to_vec()
 }
 
 async fn ack(delivery: &Delivery) {
@@ -268,5 +297,17 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         text.clone()
     } else {
         "(no message)".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_are_cut_at_a_character_boundary() {
+        assert_eq!(truncated("héllo", 2), b"h");
+        assert_eq!(truncated("héllo", 3), "hé".as_bytes());
+        assert_eq!(truncated("abc", 10), b"abc");
     }
 }
