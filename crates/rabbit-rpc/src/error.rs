@@ -22,7 +22,8 @@ pub enum Error {
     /// The broker could not be reached or refused the connection.
     #[error("cannot reach the broker at {endpoint}: {reason}")]
     Connect {
-        /// `host:port` that was tried.
+        /// `host:port` that was tried (a comma-separated list when several
+        /// brokers were).
         endpoint: String,
         /// Why it failed, in a short phrase.
         reason: String,
@@ -44,7 +45,10 @@ pub enum Error {
         queue: String,
     },
 
-    /// The queue exists but no server is consuming from it.
+    /// The queue exists but no server is consuming from it, and requests
+    /// wait in it (twice, a while apart). The request stays in the queue
+    /// until its `expiration` (the call's timeout) and runs if a server
+    /// starts consuming before then: retry only idempotent calls.
     #[error("queue '{queue}' exists but no server is consuming from it")]
     NoServer {
         /// The queue the request was addressed to.

@@ -65,8 +65,9 @@ impl Request {
     }
 
     /// True when the broker delivered this request before, to this or another
-    /// server that did not acknowledge it (it crashed or lost its connection).
-    /// The handler may have run for it already: handlers should be idempotent.
+    /// server that did not acknowledge it: it crashed, lost its connection,
+    /// or handed the request back unstarted while shutting down. The handler
+    /// may have run for it already: handlers should be idempotent.
     pub fn redelivered(&self) -> bool {
         self.redelivered
     }

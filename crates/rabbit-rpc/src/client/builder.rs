@@ -87,8 +87,9 @@ impl ClientBuilder {
 
     /// After how long an unanswered call checks whether its queue has any
     /// consumer, to fail with [`Error::NoServer`] instead of waiting out its
-    /// timeout. Default: [`DEFAULT_NO_SERVER_CHECK`] (1 s), capped at half
-    /// the call's timeout.
+    /// timeout; the same again for the second, confirming check. Default:
+    /// [`DEFAULT_NO_SERVER_CHECK`] (1 s), capped at half the call's
+    /// (remaining) timeout.
     pub fn no_server_check(mut self, after: Duration) -> ClientBuilder {
         self.no_server_check = after;
         self
