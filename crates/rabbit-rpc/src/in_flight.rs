@@ -49,7 +49,8 @@ impl InFlight {
     ///
     /// # Errors
     /// [`Error::ConnectionLost`] after [`InFlight::close`].
-    pub(crate) fn register(self: &Arc<Self>, id: String) -> Result<Pending, Error> {
+    pub(crate) fn register(self: &Arc<Self>, id: &str) -> Result<Pending, Error> {
+        let id = id.to_owned();
         let (sender, receiver) = oneshot::channel();
         match self.lock().as_mut() {
             Some(calls) => {
@@ -183,7 +184,7 @@ mod tests {
     #[tokio::test]
     async fn a_completed_call_gets_its_reply_and_leaves_nothing() {
         let in_flight = Arc::new(InFlight::new());
-        let mut pending = in_flight.register("a".into()).unwrap();
+        let mut pending = in_flight.register("a").unwrap();
         assert_eq!(in_flight.len(), 1);
         assert!(in_flight.complete("a", reply("1")));
         assert_eq!(pending.outcome().await.unwrap().body(), b"1");
@@ -194,7 +195,7 @@ mod tests {
     #[test]
     fn dropping_a_call_unregisters_it() {
         let in_flight = Arc::new(InFlight::new());
-        let pending = in_flight.register("a".into()).unwrap();
+        let pending = in_flight.register("a").unwrap();
         drop(pending);
         assert_eq!(in_flight.len(), 0);
         assert!(!in_flight.complete("a", reply("late")));
@@ -204,7 +205,7 @@ mod tests {
     #[test]
     fn unknown_ids_are_counted() {
         let in_flight = Arc::new(InFlight::new());
-        let _pending = in_flight.register("a".into()).unwrap();
+        let _pending = in_flight.register("a").unwrap();
         assert!(!in_flight.complete("b", reply("stranger")));
         assert_eq!(in_flight.unknown_replies(), 1);
         assert_eq!(in_flight.len(), 1);
@@ -213,11 +214,11 @@ mod tests {
     #[tokio::test]
     async fn close_fails_waiting_calls_and_refuses_new_ones() {
         let in_flight = Arc::new(InFlight::new());
-        let mut pending = in_flight.register("a".into()).unwrap();
+        let mut pending = in_flight.register("a").unwrap();
         in_flight.close("broker went away".into());
         let error = pending.outcome().await.unwrap_err();
         assert!(error.is_connection_lost(), "{error}");
-        let error = in_flight.register("b".into()).unwrap_err();
+        let error = in_flight.register("b").unwrap_err();
         assert!(error.to_string().contains("broker went away"), "{error}");
         assert_eq!(in_flight.len(), 0);
     }

@@ -164,7 +164,7 @@ impl Client {
         let id = inner.ids.next();
         let (session, mut pending) = loop {
             let session = self.session(deadline).await?;
-            match session.in_flight.register(id.clone()) {
+            match session.in_flight.register(&id) {
                 Ok(pending) => break (session, pending),
                 // The connection has just dropped and nothing was sent:
                 // wait for the next one.
@@ -227,7 +227,8 @@ impl Client {
                 return Err(error);
             }
             let asked = Instant::now();
-            let again = (asked + inner.no_server_check.min(timeout / 2)).min(deadline);
+            let left = deadline.saturating_duration_since(asked);
+            let again = asked + inner.no_server_check.min(left / 2);
             tokio::select! {
                 outcome = pending.outcome() => return outcome,
                 () = tokio::time::sleep_until(again) => {}

@@ -63,11 +63,16 @@ impl<H: Handler> Shared<H> {
         received: Instant,
         session: Session,
     ) {
-        let permit = tokio::select! {
-            biased;
-            () = session.lost.cancelled() => return,
-            () = self.draining.cancelled() => None,
-            permit = Arc::clone(&self.permits).acquire_owned() => permit.ok(),
+        // A free slot needs no waiting (the common case): no futures to
+        // set up for the token checks.
+        let permit = match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => tokio::select! {
+                biased;
+                () = session.lost.cancelled() => return,
+                () = self.draining.cancelled() => None,
+                permit = Arc::clone(&self.permits).acquire_owned() => permit.ok(),
+            },
         };
         if session.lost.is_cancelled() {
             return;
