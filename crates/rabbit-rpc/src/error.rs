@@ -154,6 +154,15 @@ impl Error {
             | ErrorKind::MissingHeartbeatError => Error::ConnectionLost {
                 reason: error.to_string(),
             },
+            // A connection-level error (the broker closed the connection,
+            // e.g. CONNECTION_FORCED): the connection is gone.
+            ErrorKind::ProtocolError(amqp)
+                if matches!(amqp.kind(), lapin::protocol::AMQPErrorKind::Hard(_)) =>
+            {
+                Error::ConnectionLost {
+                    reason: error.to_string(),
+                }
+            }
             _ => Error::Amqp(error),
         }
     }
@@ -162,6 +171,21 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_closed_by_the_broker_is_a_lost_connection() {
+        use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPHardError, AMQPSoftError};
+        let forced = lapin::Error::from(lapin::ErrorKind::ProtocolError(AMQPError::new(
+            AMQPErrorKind::Hard(AMQPHardError::CONNECTIONFORCED),
+            "CONNECTION_FORCED - fault injection".into(),
+        )));
+        assert!(Error::from_lapin(forced).is_connection_lost());
+        let refused = lapin::Error::from(lapin::ErrorKind::ProtocolError(AMQPError::new(
+            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED),
+            "ACCESS_REFUSED".into(),
+        )));
+        assert!(matches!(Error::from_lapin(refused), Error::Amqp(_)));
+    }
 
     #[test]
     fn messages_say_what_happened() {
