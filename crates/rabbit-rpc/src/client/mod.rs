@@ -139,6 +139,9 @@ impl Client {
         body: impl AsRef<[u8]>,
         options: &CallOptions,
     ) -> Result<Reply, Error> {
+        // A caller that retries failed calls in a loop must still let the
+        // client's own tasks (reply routing, reconnection) run.
+        tokio::task::consume_budget().await;
         let inner = &*self.inner;
         let body = body.as_ref();
         if body.len() > inner.max_body_size {
@@ -202,7 +205,19 @@ impl Client {
                 Err(_) => return Err(timed_out()),
             },
         };
-        let confirm = published.map_err(Error::from_lapin)?;
+        let confirm = match published {
+            Ok(confirm) => confirm,
+            Err(error) => {
+                let error = Error::from_lapin(error);
+                if let Error::ConnectionLost { reason } = &error {
+                    // The connection is gone before its reply consumer has
+                    // noticed: say so now, so that the next calls wait for
+                    // the reconnection instead of failing the same way.
+                    session.in_flight.close(reason.clone());
+                }
+                return Err(error);
+            }
+        };
         // The watcher drives every confirm to completion, even for calls
         // that end first: lapin keeps dropped, unresolved confirms forever.
         // (Without confirms, `confirm` is already resolved: dropping it is
@@ -343,11 +358,16 @@ impl Client {
     pub async fn close(&self) -> Result<(), Error> {
         self.inner.closed.cancel();
         match self.inner.state.send_replace(State::Closed) {
-            State::Connected(session) => session
-                .connection
-                .close(200, "client closed".into())
-                .await
-                .map_err(Error::from_lapin),
+            State::Connected(session) => {
+                let closing = session.connection.close(200, "client closed".into());
+                // Bounded: a broker that stopped reading this connection
+                // must not hold the caller; the socket closes when the
+                // session is dropped anyway.
+                match tokio::time::timeout(session::CLOSE_TIMEOUT, closing).await {
+                    Ok(closed) => closed.map_err(Error::from_lapin),
+                    Err(_) => Ok(()),
+                }
+            }
             State::Reconnecting { .. } | State::Closed => Ok(()),
         }
     }

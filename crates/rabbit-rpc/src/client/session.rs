@@ -28,7 +28,7 @@ use crate::{
 
 /// How long closing a connection may take before the client stops waiting
 /// (the socket closes when the connection is dropped anyway).
-const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub(super) const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A client's link to the broker, as its calls see it.
 #[derive(Debug, Clone)]
