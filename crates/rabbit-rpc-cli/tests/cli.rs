@@ -140,7 +140,7 @@ async fn a_second_signal_stops_a_draining_server_at_once_and_its_request_goes_ba
         "the server has the request",
         || {
             let queue = queue.clone();
-            async move { common::unacked_messages(&queue) == 1 }
+            async move { common::unacked_messages(&queue).await == Some(1) }
         },
     )
     .await;

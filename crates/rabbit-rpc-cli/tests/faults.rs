@@ -323,66 +323,12 @@ fn logs(servers: &[&ServeProcess]) -> String {
 // ---------------------------------------------------------------------------
 // The broker, through rabbitmqctl.
 
-fn rabbitmqctl_command() -> String {
-    std::env::var("RABBITMQCTL").unwrap_or_else(|_| "rabbitmqctl".to_owned())
-}
-
-/// Runs `rabbitmqctl ARGS` and returns its stdout; fails the test if it
-/// fails or takes over a minute.
-async fn rabbitmqctl(args: &[&str]) -> String {
-    let run = Command::new(rabbitmqctl_command())
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .unwrap_or_else(|_| panic!("rabbitmqctl {args:?} hung"))
-        .expect("run rabbitmqctl");
-    assert!(
-        output.status.success(),
-        "rabbitmqctl {args:?} failed with {}: {}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// The broker-side pids of the connections whose client-provided
-/// `connection_name` is `name`.
-///
-/// On RabbitMQ 3.10, `list_connections -q --no-table-headers pid
-/// client_properties` prints one line per connection: the pid, a tab, and
-/// the properties as an Erlang-ish list, e.g.
-/// `<rabbit@host.1795484019.836.0>\t[{"capabilities",[...]},{"connection_name","NAME"},{"platform","rust"},...]`.
-async fn connections_named(name: &str) -> Vec<String> {
-    let listing = rabbitmqctl(&[
-        "list_connections",
-        "-q",
-        "--no-table-headers",
-        "pid",
-        "client_properties",
-    ])
-    .await;
-    let property = format!("{{\"connection_name\",\"{name}\"}}");
-    listing
-        .lines()
-        .filter_map(|line| {
-            let (pid, properties) = line.split_once('\t')?;
-            properties
-                .contains(&property)
-                .then(|| pid.trim().to_owned())
-        })
-        .collect()
-}
-
 /// The pid of the one connection named `name`, waiting up to 30 s for it to
 /// appear.
 async fn the_connection_named(name: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let pids = connections_named(name).await;
+        let pids = common::connections_named(name).await;
         match pids.as_slice() {
             [pid] => return pid.clone(),
             [] => assert!(
@@ -409,17 +355,17 @@ impl BrokerStopped {
         // Armed before stopping: if stop_app fails halfway, start_app still
         // runs.
         let guard = BrokerStopped { started: false };
-        rabbitmqctl(&["stop_app"]).await;
+        common::rabbitmqctl(&["stop_app"]).await;
         guard
     }
 
     /// `rabbitmqctl start_app`; returns when it did, before
     /// `rabbitmqctl await_startup`.
     async fn start(&mut self) -> Instant {
-        rabbitmqctl(&["start_app"]).await;
+        common::rabbitmqctl(&["start_app"]).await;
         self.started = true;
         let at = Instant::now();
-        rabbitmqctl(&["await_startup"]).await;
+        common::rabbitmqctl(&["await_startup"]).await;
         at
     }
 }
@@ -431,7 +377,7 @@ impl Drop for BrokerStopped {
         }
         eprintln!("restarting the broker's application after a failure");
         for args in [&["start_app"][..], &["await_startup"][..]] {
-            match std::process::Command::new(rabbitmqctl_command())
+            match std::process::Command::new(common::rabbitmqctl_command())
                 .args(args)
                 .stdin(Stdio::null())
                 .status()
@@ -544,7 +490,10 @@ async fn broker_side_close_of_server_and_client_connections_under_load_recovers(
     let close_started = Instant::now();
     let close_server = ["close_connection", &server_connection, "fault injection"];
     let close_client = ["close_connection", &client_connection, "fault injection"];
-    tokio::join!(rabbitmqctl(&close_server), rabbitmqctl(&close_client));
+    tokio::join!(
+        common::rabbitmqctl(&close_server),
+        common::rabbitmqctl(&close_client)
+    );
     let closed = Instant::now();
     load.stop.store(true, Ordering::SeqCst);
 

@@ -83,32 +83,6 @@ fn whole_log(log: &Log) -> String {
     log.lock().unwrap().join("\n")
 }
 
-/// `messages_unacknowledged` of `queue` as `rabbitmqctl` reports it; `None`
-/// when the queue is not listed or the output cannot be read.
-async fn unacked_messages(queue: &str) -> Option<u64> {
-    let output = Command::new("rabbitmqctl")
-        .args([
-            "-q",
-            "list_queues",
-            "--no-table-headers",
-            "name",
-            "messages_unacknowledged",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("run rabbitmqctl");
-    if !output.status.success() {
-        return None;
-    }
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .find_map(|line| {
-            let mut fields = line.split_whitespace();
-            (fields.next() == Some(queue)).then(|| fields.next()?.parse().ok())?
-        })
-}
-
 /// Waits until `queue` holds no ready and no unacknowledged message.
 async fn wait_until_settled(queue: &str) {
     common::wait_until(LIMIT, "the request queue is empty", || async {
@@ -118,7 +92,7 @@ async fn wait_until_settled(queue: &str) {
     common::wait_until(
         LIMIT,
         "no request is left unacknowledged (rabbitmqctl list_queues)",
-        || async { unacked_messages(queue).await == Some(0) },
+        || async { common::unacked_messages(queue).await == Some(0) },
     )
     .await;
 }

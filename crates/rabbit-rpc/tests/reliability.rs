@@ -446,7 +446,7 @@ async fn a_client_whose_connection_the_broker_closes_fails_calls_at_once_and_rec
     .await;
     // rabbitmqctl takes a while to start: the call must fail by the time
     // the close has returned, or just after, not at its 30 s timeout.
-    assert_eq!(common::close_connections_named(&name), 1);
+    assert_eq!(common::close_connections_named(&name).await, 1);
     let error = tokio::time::timeout(Duration::from_secs(2), in_flight)
         .await
         .expect("the call in flight did not fail at once")
@@ -478,7 +478,7 @@ async fn a_server_whose_connection_the_broker_closes_reconnects_and_serves_on() 
         client.call(&server.queue, "before").await.unwrap().text(),
         "before"
     );
-    assert_eq!(common::close_connections_named(&name), 1);
+    assert_eq!(common::close_connections_named(&name).await, 1);
     common::wait_until(Duration::from_secs(20), "the server reconnects", || async {
         server.stats.reconnections() == 1
     })
@@ -605,11 +605,11 @@ async fn dropping_the_last_clone_of_a_client_closes_its_connection() {
     let clone = client.clone();
     assert_eq!(clone.call(&server.queue, "x").await.unwrap().text(), "x");
     drop(client);
-    assert_eq!(common::connections_named(&name).len(), 1);
+    assert_eq!(common::connections_named(&name).await.len(), 1);
     drop(clone);
     common::wait_until(Duration::from_secs(10), "the connection closes", || {
         let name = name.clone();
-        async move { common::connections_named(&name).is_empty() }
+        async move { common::connections_named(&name).await.is_empty() }
     })
     .await;
     server.stop().await.unwrap();
@@ -640,10 +640,12 @@ async fn after_reconnecting_a_server_does_not_also_run_what_it_held_before() {
     common::wait_until(Duration::from_secs(10), "all three are delivered", || {
         let queue = server.queue.clone();
         let runs = Arc::clone(&runs);
-        async move { runs.load(Ordering::SeqCst) == 1 && common::unacked_messages(&queue) == 3 }
+        async move {
+            runs.load(Ordering::SeqCst) == 1 && common::unacked_messages(&queue).await == Some(3)
+        }
     })
     .await;
-    assert_eq!(common::close_connections_named(&name), 1);
+    assert_eq!(common::close_connections_named(&name).await, 1);
     common::wait_until(Duration::from_secs(20), "the server reconnects", || async {
         server.stats.reconnections() == 1
     })

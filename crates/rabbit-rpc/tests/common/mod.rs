@@ -222,66 +222,84 @@ pub async fn ready_messages(queue: &str) -> u32 {
     declared.message_count()
 }
 
-/// Runs `rabbitmqctl` with `args`; its stdout.
-pub fn rabbitmqctl(args: &[&str]) -> String {
-    let output = std::process::Command::new("rabbitmqctl")
+/// The `rabbitmqctl` to run: `$RABBITMQCTL`, else the one on the PATH.
+pub fn rabbitmqctl_command() -> String {
+    std::env::var("RABBITMQCTL").unwrap_or_else(|_| "rabbitmqctl".to_owned())
+}
+
+/// Runs `rabbitmqctl ARGS` and returns its stdout; fails the test if it
+/// fails or takes over a minute.
+pub async fn rabbitmqctl(args: &[&str]) -> String {
+    let run = tokio::process::Command::new(rabbitmqctl_command())
         .args(args)
-        .output()
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .unwrap_or_else(|_| panic!("rabbitmqctl {args:?} hung"))
         .expect("run rabbitmqctl");
     assert!(
         output.status.success(),
-        "rabbitmqctl {args:?} failed: {}",
+        "rabbitmqctl {args:?} failed with {}: {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// How many messages of `queue` are delivered but not yet acknowledged (0
-/// when the queue does not exist).
-pub fn unacked_messages(queue: &str) -> u64 {
+/// How many messages of `queue` are delivered but not yet acknowledged;
+/// `None` while the broker does not list the queue.
+pub async fn unacked_messages(queue: &str) -> Option<u64> {
     let listing = rabbitmqctl(&[
         "list_queues",
         "-q",
         "--no-table-headers",
         "name",
         "messages_unacknowledged",
-    ]);
-    listing
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let name = fields.next()?;
-            let count = fields.next()?.parse().ok()?;
-            (name == queue).then_some(count)
-        })
-        .next()
-        .unwrap_or(0)
+    ])
+    .await;
+    listing.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        (fields.next() == Some(queue)).then(|| fields.next()?.parse().ok())?
+    })
 }
 
-/// The broker's ids of the connections whose client-given name is `name`.
-pub fn connections_named(name: &str) -> Vec<String> {
+/// The broker-side pids of the connections whose client-provided
+/// `connection_name` is `name`.
+///
+/// On RabbitMQ 3.10, `list_connections -q --no-table-headers pid
+/// client_properties` prints one line per connection: the pid, a tab, and
+/// the properties as an Erlang-ish list, e.g.
+/// `<rabbit@host.1795484019.836.0>\t[{"capabilities",[...]},{"connection_name","NAME"},...]`.
+pub async fn connections_named(name: &str) -> Vec<String> {
     let listing = rabbitmqctl(&[
         "list_connections",
         "-q",
         "--no-table-headers",
         "pid",
         "client_properties",
-    ]);
-    // e.g. [{"capabilities",[…]},{"connection_name","my name"},…]
-    let needle = format!("{{\"connection_name\",\"{name}\"}}");
+    ])
+    .await;
+    let property = format!("{{\"connection_name\",\"{name}\"}}");
     listing
         .lines()
-        .filter(|line| line.contains(&needle))
-        .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+        .filter_map(|line| {
+            let (pid, properties) = line.split_once('\t')?;
+            properties
+                .contains(&property)
+                .then(|| pid.trim().to_owned())
+        })
         .collect()
 }
 
 /// Closes, from the broker's side, every connection whose client-given name
 /// is `name`; how many it closed.
-pub fn close_connections_named(name: &str) -> usize {
-    let pids = connections_named(name);
+pub async fn close_connections_named(name: &str) -> usize {
+    let pids = connections_named(name).await;
     for pid in &pids {
-        rabbitmqctl(&["close_connection", pid, "fault injection by a test"]);
+        rabbitmqctl(&["close_connection", pid, "fault injection by a test"]).await;
     }
     pids.len()
 }
