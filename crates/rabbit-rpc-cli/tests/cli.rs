@@ -2,6 +2,7 @@
 
 #[path = "../../rabbit-rpc/tests/common/mod.rs"]
 mod common;
+mod serve;
 
 use std::{
     process::{Output, Stdio},
@@ -9,12 +10,8 @@ use std::{
 };
 
 use rabbit_rpc_cli::exit;
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
-
-const BIN: &str = env!("CARGO_BIN_EXE_rabbit-rpc");
+use serve::{BIN, ServeProcess};
+use tokio::process::Command;
 
 async fn rabbit_rpc(args: &[&str]) -> Output {
     let run = Command::new(BIN)
@@ -43,51 +40,18 @@ fn code(output: &Output) -> u8 {
 
 /// `rabbit-rpc serve fib` on `queue`, returned once it logged that it is
 /// ready.
-async fn serve(queue: &str) -> Child {
+async fn serve(queue: &str) -> ServeProcess {
     serve_service("fib", queue).await
 }
 
-async fn serve_service(service: &str, queue: &str) -> Child {
-    serve_with(service, queue, &[]).await
-}
-
-async fn serve_with(service: &str, queue: &str, extra: &[&str]) -> Child {
-    let mut child = Command::new(BIN)
-        .args(["serve", service, "--queue", queue])
-        .args(extra)
-        .env("AMQP_URL", common::url())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start rabbit-rpc serve");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let ready = async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains(&format!("serving {service} on queue")) {
-                return line;
-            }
-        }
-        panic!("serve exited before it was ready");
-    };
-    let line = tokio::time::timeout(Duration::from_secs(30), ready)
-        .await
-        .expect("serve never said it was ready");
-    assert!(!line.contains(":guest@"), "password in log: {line}");
-    // Keep draining stderr so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    child
-}
-
-fn signal(child: &Child, signal: &str) {
-    let pid = child.id().expect("running").to_string();
-    let status = std::process::Command::new("kill")
-        .args([signal, &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
+async fn serve_service(service: &str, queue: &str) -> ServeProcess {
+    let server = ServeProcess::start(service, queue, &[]).await;
+    assert!(
+        !server.log().contains(":guest@"),
+        "password in log: {}",
+        server.log()
+    );
+    server
 }
 
 #[tokio::test]
@@ -112,8 +76,8 @@ async fn serve_and_call_like_the_tutorial_then_stop_cleanly_on_sigterm() {
     let output = rabbit_rpc(&["call", "10", "--queue", &queue, "--url", &common::url()]).await;
     assert_eq!(stdout(&output), "55\n", "{}", stderr(&output));
 
-    signal(&server, "-TERM");
-    let status = tokio::time::timeout(Duration::from_secs(10), server.wait())
+    server.signal("-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(10), server.child.wait())
         .await
         .expect("serve did not stop within 10 s of SIGTERM")
         .unwrap();
@@ -125,7 +89,7 @@ async fn serve_and_call_like_the_tutorial_then_stop_cleanly_on_sigterm() {
 async fn a_second_signal_stops_a_draining_server_at_once_and_its_request_goes_back() {
     let queue = common::unique_queue("cli_second_signal");
     // fib(20,000,000) keeps the server busy for many seconds.
-    let mut server = serve_with("fib", &queue, &["--max-n", "20000000"]).await;
+    let mut server = ServeProcess::start("fib", &queue, &["--max-n", "20000000"]).await;
     let client = common::client().await;
     let call = {
         let client = client.clone();
@@ -144,17 +108,17 @@ async fn a_second_signal_stops_a_draining_server_at_once_and_its_request_goes_ba
         },
     )
     .await;
-    signal(&server, "-TERM");
+    server.signal("-TERM");
     // Draining: it waits for the request in hand...
-    let draining = tokio::time::timeout(Duration::from_millis(500), server.wait()).await;
+    let draining = tokio::time::timeout(Duration::from_millis(500), server.child.wait()).await;
     assert!(
         draining.is_err(),
         "serve stopped before finishing its request"
     );
     // ...until a second signal.
     let stopped_at = Instant::now();
-    signal(&server, "-TERM");
-    let status = tokio::time::timeout(Duration::from_secs(5), server.wait())
+    server.signal("-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(5), server.child.wait())
         .await
         .expect("serve did not stop at once on a second signal")
         .unwrap();
@@ -286,8 +250,8 @@ async fn bench_smoke_run_answers_every_call_and_ends_with_a_json_line() {
     let summary: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(summary["errors_by_kind"]["remote_invalid_argument"], 10);
 
-    signal(&server, "-TERM");
-    let _ = tokio::time::timeout(Duration::from_secs(10), server.wait())
+    server.signal("-TERM");
+    let _ = tokio::time::timeout(Duration::from_secs(10), server.child.wait())
         .await
         .expect("serve did not stop within 10 s of SIGTERM");
     common::delete_queue(&queue).await;
@@ -306,8 +270,8 @@ async fn serve_echo_replies_with_the_body() {
     let mut server = serve_service("echo", &queue).await;
     let output = rabbit_rpc(&["call", "--queue", &queue, "hello, world"]).await;
     assert_eq!(stdout(&output), "hello, world\n", "{}", stderr(&output));
-    signal(&server, "-INT");
-    let status = tokio::time::timeout(Duration::from_secs(10), server.wait())
+    server.signal("-INT");
+    let status = tokio::time::timeout(Duration::from_secs(10), server.child.wait())
         .await
         .expect("serve did not stop within 10 s of SIGINT")
         .unwrap();

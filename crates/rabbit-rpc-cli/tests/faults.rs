@@ -19,10 +19,11 @@
 
 #[path = "../../rabbit-rpc/tests/common/mod.rs"]
 mod common;
+mod serve;
 
 use std::{
     os::unix::process::ExitStatusExt,
-    process::{ExitStatus, Stdio},
+    process::Stdio,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -31,15 +32,8 @@ use std::{
 };
 
 use rabbit_rpc::{CallOptions, Client};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-    sync::oneshot,
-    task::JoinHandle,
-    time::Instant,
-};
-
-const BIN: &str = env!("CARGO_BIN_EXE_rabbit-rpc");
+use serve::ServeProcess;
+use tokio::{task::JoinHandle, time::Instant};
 
 /// Held by every test of this file for its whole run; see the module doc.
 static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -63,104 +57,10 @@ fn fib(n: u64) -> u64 {
     a
 }
 
-// ---------------------------------------------------------------------------
-// `rabbit-rpc serve fib` processes.
-
-/// A running `rabbit-rpc serve fib`; killed if dropped. Its stderr is
-/// collected so failures can show it.
-struct ServeProcess {
-    child: Child,
-    pid: u32,
-    log: Arc<std::sync::Mutex<Vec<String>>>,
-}
-
 /// Starts `rabbit-rpc serve fib --queue QUEUE EXTRA...` and returns once it
 /// logged that it is serving.
 async fn serve(queue: &str, extra: &[&str]) -> ServeProcess {
-    let mut child = Command::new(BIN)
-        .args(["serve", "fib", "--queue", queue])
-        .args(extra)
-        .env("AMQP_URL", common::url())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start rabbit-rpc serve");
-    let pid = child.id().expect("just started");
-    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (ready, is_ready) = oneshot::channel::<()>();
-    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
-    let collected = Arc::clone(&log);
-    // Drains stderr for the process's whole life, so it never blocks on a
-    // full pipe.
-    tokio::spawn(async move {
-        let mut ready = Some(ready);
-        while let Ok(Some(line)) = lines.next_line().await {
-            let serving = line.contains("serving fib on queue");
-            collected.lock().unwrap().push(line);
-            if serving {
-                if let Some(ready) = ready.take() {
-                    let _ = ready.send(());
-                }
-            }
-        }
-    });
-    let server = ServeProcess { child, pid, log };
-    match tokio::time::timeout(Duration::from_secs(30), is_ready).await {
-        Ok(Ok(())) => server,
-        Ok(Err(_)) => panic!(
-            "serve {extra:?} exited before it was ready:\n{}",
-            server.log()
-        ),
-        Err(_) => panic!("serve {extra:?} not ready within 30 s:\n{}", server.log()),
-    }
-}
-
-impl ServeProcess {
-    /// Everything it wrote to stderr so far.
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    /// Sends `signal` (e.g. `-KILL`) with `kill`.
-    fn signal(&self, signal: &str) {
-        let status = std::process::Command::new("kill")
-            .args([signal, &self.pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal} {} failed", self.pid);
-    }
-
-    /// Waits for it to exit, failing the test after `limit`.
-    async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
-        match tokio::time::timeout(limit, self.child.wait()).await {
-            Ok(status) => status.expect("wait for serve"),
-            Err(_) => panic!(
-                "serve (pid {}) did not exit within {limit:?}:\n{}",
-                self.pid,
-                self.log()
-            ),
-        }
-    }
-
-    /// Whether this very process is still running (it never exited).
-    fn still_running(&mut self) -> bool {
-        self.child.try_wait().expect("poll serve").is_none()
-    }
-
-    /// SIGTERM, then it must exit 0 within 10 s.
-    async fn stop(&mut self) {
-        self.signal("-TERM");
-        let status = self.exit_within(Duration::from_secs(10)).await;
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "serve ended with {status} after SIGTERM:\n{}",
-            self.log()
-        );
-    }
+    ServeProcess::start("fib", queue, extra).await
 }
 
 // ---------------------------------------------------------------------------

@@ -6,82 +6,15 @@
 
 #[path = "../../rabbit-rpc/tests/common/mod.rs"]
 mod common;
+mod serve;
 
-use std::{
-    collections::HashMap,
-    process::Stdio,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, process::Stdio, time::Duration};
 
 use futures_util::StreamExt;
 use lapin::{BasicProperties, message::Delivery, types::AMQPValue};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
-
-const BIN: &str = env!("CARGO_BIN_EXE_rabbit-rpc");
 
 /// How long anything the server should do promptly may take.
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// The server's stderr, line by line, as far as it has been read.
-type Log = Arc<Mutex<Vec<String>>>;
-
-/// `rabbit-rpc serve fib` on `queue`, returned once it logged that it is
-/// ready, with every stderr line collected in the returned log.
-async fn serve_fib(queue: &str) -> (Child, Log) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "fib", "--queue", queue])
-        .env("AMQP_URL", common::url())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start rabbit-rpc serve");
-    let log: Log = Arc::default();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let ready = async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let is_ready = line.contains("serving fib on queue");
-            log.lock().unwrap().push(line);
-            if is_ready {
-                return;
-            }
-        }
-        panic!(
-            "serve exited before it was ready:\n{}",
-            log.lock().unwrap().join("\n")
-        );
-    };
-    tokio::time::timeout(LIMIT, ready)
-        .await
-        .expect("serve never said it was ready");
-    // Keep reading so the child never blocks on a full pipe.
-    let collected = Arc::clone(&log);
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            collected.lock().unwrap().push(line);
-        }
-    });
-    (child, log)
-}
-
-fn log_lines(log: &Log, what: impl Fn(&str) -> bool) -> Vec<String> {
-    log.lock()
-        .unwrap()
-        .iter()
-        .filter(|line| what(line))
-        .cloned()
-        .collect()
-}
-
-fn whole_log(log: &Log) -> String {
-    log.lock().unwrap().join("\n")
-}
 
 /// Waits until `queue` holds no ready and no unacknowledged message.
 async fn wait_until_settled(queue: &str) {
@@ -167,7 +100,7 @@ fn assert_error_reply(what: &str, reply: &Delivery, codes: &[&str]) {
 async fn a_poison_list_sent_by_a_raw_client_never_hurts_the_server() {
     let queue = common::unique_queue("poison");
     let _cleanup = DeleteOnPanic(&queue);
-    let (mut server, log) = serve_fib(&queue).await;
+    let mut server = serve::ServeProcess::start("fib", &queue, &[]).await;
 
     let (connection, channel) = common::raw_channel().await;
     let (reply_queue, mut replies) = common::reply_queue(&channel).await;
@@ -234,7 +167,7 @@ async fn a_poison_list_sent_by_a_raw_client_never_hurts_the_server() {
     // The two dropped requests are logged, and every request is settled
     // (acknowledged, or rejected without requeue).
     common::wait_until(LIMIT, "both dropped requests are logged", || async {
-        log_lines(&log, |line| line.contains("reply_to")).len() >= 2
+        server.lines(|line| line.contains("reply_to")).len() >= 2
     })
     .await;
     wait_until_settled(&queue).await;
@@ -242,9 +175,9 @@ async fn a_poison_list_sent_by_a_raw_client_never_hurts_the_server() {
     // Still running, and still answering. Any duplicate reply was published
     // before its request was acknowledged, so it is queued ahead of this one.
     assert!(
-        server.try_wait().unwrap().is_none(),
+        server.still_running(),
         "the server exited:\n{}",
-        whole_log(&log)
+        server.log()
     );
     common::publish(&channel, &queue, b"10", request("good")).await;
     let good = loop {
@@ -280,7 +213,7 @@ async fn a_poison_list_sent_by_a_raw_client_never_hurts_the_server() {
     // reply_to are the two drops (an answer sent to the request queue would
     // come back as a request without reply_to and add a third).
     wait_until_settled(&queue).await;
-    let drops = log_lines(&log, |line| line.contains("reply_to"));
+    let drops = server.lines(|line| line.contains("reply_to"));
     assert_eq!(drops.len(), 2, "{drops:#?}");
     assert!(
         drops
@@ -294,27 +227,15 @@ async fn a_poison_list_sent_by_a_raw_client_never_hurts_the_server() {
             .any(|line| line.contains("WARN") && line.contains("without reply_to")),
         "no warning about the request without reply_to:\n{drops:#?}"
     );
-    let errors = log_lines(&log, |line| {
-        line.contains("ERROR") || line.contains("panicked")
-    });
+    let errors = server.lines(|line| line.contains("ERROR") || line.contains("panicked"));
     assert!(errors.is_empty(), "{errors:#?}");
     assert!(
-        server.try_wait().unwrap().is_none(),
+        server.still_running(),
         "the server exited:\n{}",
-        whole_log(&log)
+        server.log()
     );
     let _ = connection.close(200, "done".into()).await;
 
-    let pid = server.id().expect("running").to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(10), server.wait())
-        .await
-        .expect("serve did not stop within 10 s of SIGTERM")
-        .unwrap();
-    assert_eq!(status.code(), Some(0), "{}", whole_log(&log));
+    server.stop().await;
     common::delete_queue(&queue).await;
 }
