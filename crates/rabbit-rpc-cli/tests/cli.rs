@@ -91,14 +91,7 @@ async fn a_second_signal_stops_a_draining_server_at_once_and_its_request_goes_ba
     // fib(20,000,000) keeps the server busy for many seconds.
     let mut server = ServeProcess::start("fib", &queue, &["--max-n", "20000000"]).await;
     let client = common::client().await;
-    let call = {
-        let client = client.clone();
-        let queue = queue.clone();
-        tokio::spawn(async move {
-            let options = rabbit_rpc::CallOptions::new().timeout(Duration::from_secs(120));
-            client.call_with(&queue, "20000000", &options).await
-        })
-    };
+    let call = common::spawn_call(&client, &queue, "20000000", Duration::from_secs(120));
     common::wait_until(
         Duration::from_secs(10),
         "the server has the request",
@@ -125,11 +118,7 @@ async fn a_second_signal_stops_a_draining_server_at_once_and_its_request_goes_ba
     assert_eq!(status.code(), Some(i32::from(exit::INTERRUPTED)));
     assert!(stopped_at.elapsed() < Duration::from_secs(2));
     // The unfinished request is back in the queue, for another server.
-    common::wait_until(Duration::from_secs(10), "the request is back", || {
-        let queue = queue.clone();
-        async move { common::ready_messages(&queue).await == 1 }
-    })
-    .await;
+    common::wait_for_ready(&queue, 1, "the request is back").await;
     call.abort();
     common::delete_queue(&queue).await;
 }

@@ -60,11 +60,12 @@ async fn a_request_whose_caller_gave_up_is_acknowledged_unstarted() {
     .await;
     let client = common::client().await;
     // The first call holds the only handler slot...
-    let first = {
-        let client = client.clone();
-        let queue = server.queue.clone();
-        tokio::spawn(async move { client.call_with(&queue, "first", &within(30_000)).await })
-    };
+    let first = common::spawn_call(
+        &client,
+        &server.queue,
+        "first",
+        Duration::from_millis(30_000),
+    );
     common::wait_until(Duration::from_secs(10), "the first call runs", || async {
         runs.load(Ordering::SeqCst) == 1
     })
@@ -169,11 +170,7 @@ async fn handlers_see_the_callers_deadline() {
         .with_reply_to(reply_to.as_str().into())
         .with_correlation_id("x".into());
     common::publish(&channel, &server.queue, b"", properties).await;
-    let reply = tokio::time::timeout(Duration::from_secs(10), replies.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let reply = common::next_delivery(&mut replies).await;
     assert_eq!(reply.data, b"None");
     let _ = connection.close(200, "done".into()).await;
     server.stop().await.unwrap();
@@ -185,16 +182,8 @@ async fn requests_carry_their_timeout_as_expiration() {
     let queue = common::unique_queue("deadline_wire");
     let (connection, mut requests) = common::silent_server(&queue).await;
     let client = common::client().await;
-    let call = {
-        let client = client.clone();
-        let queue = queue.clone();
-        tokio::spawn(async move { client.call_with(&queue, "1", &within(2_000)).await })
-    };
-    let request = tokio::time::timeout(Duration::from_secs(10), requests.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let call = common::spawn_call(&client, &queue, "1", Duration::from_millis(2_000));
+    let request = common::next_delivery(&mut requests).await;
     let expiration: u64 = request
         .properties
         .expiration()
@@ -244,11 +233,7 @@ async fn a_very_long_correlation_id_gets_invalid_argument() {
         .with_reply_to(reply_to.as_str().into())
         .with_correlation_id(id.as_str().into());
     common::publish(&channel, &server.queue, b"1", properties).await;
-    let reply = tokio::time::timeout(Duration::from_secs(10), replies.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let reply = common::next_delivery(&mut replies).await;
     assert_eq!(
         reply
             .properties
@@ -272,16 +257,8 @@ async fn a_redelivered_request_is_flagged_counted_and_answered_once() {
     // A "server" that takes the request and dies without acknowledging it.
     let (doomed, mut taken) = common::silent_server(&queue).await;
     let client = common::client().await;
-    let call = {
-        let client = client.clone();
-        let queue = queue.clone();
-        tokio::spawn(async move { client.call_with(&queue, "1", &within(20_000)).await })
-    };
-    let first = tokio::time::timeout(Duration::from_secs(10), taken.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let call = common::spawn_call(&client, &queue, "1", Duration::from_millis(20_000));
+    let first = common::next_delivery(&mut taken).await;
     assert!(!first.redelivered);
     let server = TestServer::start_on(
         queue.clone(),
@@ -354,11 +331,7 @@ async fn a_hung_handler_does_not_hold_shutdown_past_the_drain_timeout() {
     .await;
     let queue = server.queue.clone();
     let client = common::client().await;
-    let call = {
-        let client = client.clone();
-        let queue = queue.clone();
-        tokio::spawn(async move { client.call_with(&queue, "hang", &within(60_000)).await })
-    };
+    let call = common::spawn_call(&client, &queue, "hang", Duration::from_millis(60_000));
     common::wait_until(Duration::from_secs(10), "the handler runs", || async {
         runs.load(Ordering::SeqCst) == 1
     })
@@ -372,11 +345,7 @@ async fn a_hung_handler_does_not_hold_shutdown_past_the_drain_timeout() {
         started.elapsed()
     );
     // The request it could not finish went back to the queue.
-    common::wait_until(Duration::from_secs(10), "the request is back", || {
-        let queue = queue.clone();
-        async move { common::ready_messages(&queue).await == 1 }
-    })
-    .await;
+    common::wait_for_ready(&queue, 1, "the request is back").await;
     call.abort();
     common::delete_queue(&queue).await;
 }
@@ -435,11 +404,7 @@ async fn a_client_whose_connection_the_broker_closes_fails_calls_at_once_and_rec
     // answers) is in flight when the connection goes.
     let silent = common::unique_queue("client_reconnect_silent");
     let (silent_connection, _requests) = common::silent_server(&silent).await;
-    let in_flight = {
-        let client = client.clone();
-        let silent = silent.clone();
-        tokio::spawn(async move { client.call_with(&silent, "held", &within(30_000)).await })
-    };
+    let in_flight = common::spawn_call(&client, &silent, "held", Duration::from_millis(30_000));
     common::wait_until(Duration::from_secs(10), "the call is in flight", || async {
         client.pending_calls() == 1
     })
@@ -536,15 +501,7 @@ async fn unanswerable_requests_are_dead_lettered_when_the_queue_says_where() {
         BasicProperties::default().with_correlation_id("dl".into()),
     )
     .await;
-    common::wait_until(
-        Duration::from_secs(10),
-        "the request is dead-lettered",
-        || {
-            let dead = dead.clone();
-            async move { common::ready_messages(&dead).await == 1 }
-        },
-    )
-    .await;
+    common::wait_for_ready(&dead, 1, "the request is dead-lettered").await;
     assert_eq!(server.stats.dropped(), 1);
     assert_eq!(common::ready_messages(&server.queue).await, 0);
     let _ = connection.close(200, "done".into()).await;
@@ -627,13 +584,12 @@ async fn after_reconnecting_a_server_does_not_also_run_what_it_held_before() {
     let client = common::client().await;
     let calls: Vec<_> = (0..3)
         .map(|i| {
-            let client = client.clone();
-            let queue = server.queue.clone();
-            tokio::spawn(async move {
-                client
-                    .call_with(&queue, format!("{i}"), &within(30_000))
-                    .await
-            })
+            common::spawn_call(
+                &client,
+                &server.queue,
+                &i.to_string(),
+                Duration::from_secs(30),
+            )
         })
         .collect();
     // One runs (and waits at the gate), two wait for the only slot.

@@ -117,15 +117,7 @@ async fn shutdown_finishes_requests_in_hand_and_returns_the_rest_to_the_queue() 
         })
         .collect();
     // All five delivered to the server (prefetched), one of them started.
-    common::wait_until(
-        Duration::from_secs(10),
-        "all requests are delivered",
-        || {
-            let queue = queue.clone();
-            async move { common::ready_messages(&queue).await == 0 }
-        },
-    )
-    .await;
+    common::wait_for_ready(&queue, 0, "all requests are delivered").await;
     common::wait_until(
         Duration::from_secs(10),
         "all calls are in flight",

@@ -11,7 +11,7 @@ use lapin::{
     options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions},
     types::{AMQPValue, FieldTable},
 };
-use rabbit_rpc::{Client, Error, Handler, Server};
+use rabbit_rpc::{CallOptions, Client, Error, Handler, Reply, Server};
 use tokio::{sync::oneshot, task::JoinHandle};
 
 pub fn url() -> String {
@@ -302,6 +302,40 @@ pub async fn close_connections_named(name: &str) -> usize {
         rabbitmqctl(&["close_connection", pid, "fault injection by a test"]).await;
     }
     pids.len()
+}
+
+/// Starts a call in the background, with `timeout`.
+pub fn spawn_call(
+    client: &Client,
+    queue: &str,
+    body: &str,
+    timeout: Duration,
+) -> JoinHandle<Result<Reply, Error>> {
+    let (client, queue, body) = (client.clone(), queue.to_owned(), body.to_owned());
+    tokio::spawn(async move {
+        client
+            .call_with(&queue, body, &CallOptions::new().timeout(timeout))
+            .await
+    })
+}
+
+/// The next delivery from `consumer`, failing the test after 10 s.
+pub async fn next_delivery(consumer: &mut lapin::Consumer) -> lapin::message::Delivery {
+    use futures_util::StreamExt;
+    tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("no delivery within 10 s")
+        .expect("the consumer ended")
+        .expect("a delivery")
+}
+
+/// Waits until `queue` holds exactly `count` ready messages, failing the
+/// test after 10 s.
+pub async fn wait_for_ready(queue: &str, count: u32, what: &str) {
+    wait_until(Duration::from_secs(10), what, || async move {
+        ready_messages(queue).await == count
+    })
+    .await;
 }
 
 /// Polls `condition` until it holds, failing the test after `limit`.
