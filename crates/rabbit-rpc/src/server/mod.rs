@@ -549,7 +549,7 @@ async fn serve_session<H: Handler>(
     prefetch: u16,
     shutdown: Pin<&mut impl Future<Output = ()>>,
 ) -> Ended {
-    let origin = request::Session {
+    let origin = request::Origin {
         replies: session.replies.clone(),
         failure: Arc::new(Failure::default()),
         lost: CancellationToken::new(),
@@ -569,7 +569,7 @@ async fn take_deliveries<H: Handler>(
     tasks: &TaskTracker,
     session: &mut Session,
     prefetch: u16,
-    origin: &request::Session,
+    origin: &request::Origin,
     mut shutdown: Pin<&mut impl Future<Output = ()>>,
 ) -> Ended {
     let mut restore = std::pin::pin!(tokio::time::sleep(STABLE_CONNECTION));

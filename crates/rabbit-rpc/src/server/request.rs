@@ -46,7 +46,7 @@ pub(super) struct Shared<H> {
 /// Where a request came from: the connection it arrived on. Replies and
 /// acknowledgements must use it.
 #[derive(Clone)]
-pub(super) struct Session {
+pub(super) struct Origin {
     pub(super) replies: Channel,
     pub(super) failure: Arc<Failure>,
     /// Cancelled when the connection is lost: its requests are back in the
@@ -61,7 +61,7 @@ impl<H: Handler> Shared<H> {
         self: Arc<Self>,
         delivery: Delivery,
         received: Instant,
-        session: Session,
+        origin: Origin,
     ) {
         // A free slot needs no waiting (the common case): no futures to
         // set up for the token checks.
@@ -69,19 +69,19 @@ impl<H: Handler> Shared<H> {
             Ok(permit) => Some(permit),
             Err(_) => tokio::select! {
                 biased;
-                () = session.lost.cancelled() => return,
+                () = origin.lost.cancelled() => return,
                 () = self.draining.cancelled() => None,
                 permit = Arc::clone(&self.permits).acquire_owned() => permit.ok(),
             },
         };
-        if session.lost.is_cancelled() {
+        if origin.lost.is_cancelled() {
             return;
         }
         if permit.is_none() || self.draining.is_cancelled() {
             self.requeue(&delivery).await;
             return;
         }
-        self.process(delivery, received, &session).await;
+        self.process(delivery, received, &origin).await;
         drop(permit);
     }
 
@@ -103,7 +103,7 @@ impl<H: Handler> Shared<H> {
     /// requeued from here: a request that cannot be answered is rejected
     /// (dead-lettered if the queue has a dead-letter exchange, else dropped)
     /// with a log line, one whose caller gave up is acknowledged unstarted.
-    async fn process(&self, mut delivery: Delivery, received: Instant, session: &Session) {
+    async fn process(&self, mut delivery: Delivery, received: Instant, origin: &Origin) {
         if delivery.redelivered {
             self.stats.add(Count::Redelivered);
         }
@@ -134,7 +134,7 @@ impl<H: Handler> Shared<H> {
         let result = match self.check(&delivery) {
             // Lost while waiting for a slot: the request is back in the
             // queue; running it here would run it twice.
-            Ok(()) if session.lost.is_cancelled() => return,
+            Ok(()) if origin.lost.is_cancelled() => return,
             Ok(()) => self.run_handler(&mut delivery, deadline).await,
             Err(status) => Err(status),
         };
@@ -145,7 +145,7 @@ impl<H: Handler> Shared<H> {
             result,
             self.max_reply_size,
         );
-        let published = session
+        let published = origin
             .replies
             .basic_publish(
                 "".into(),
@@ -165,7 +165,7 @@ impl<H: Handler> Shared<H> {
             }
             // Not acknowledged: the server reconnects, closing this
             // connection, and the broker hands the request out again.
-            Err(error) => session.failure.raise(format!(
+            Err(error) => origin.failure.raise(format!(
                 "could not publish a reply on queue '{}': {error}",
                 self.queue
             )),
