@@ -98,23 +98,38 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = rabbit_rpc::DEFAULT_PREFETCH, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
 
-    /// Declare the request queue durable, so it survives a broker restart.
-    /// Every declaration of a queue must agree: the tutorial's clients and
-    /// servers declare it non-durable.
-    #[arg(long)]
+    /// The type of queue declared when the request queue does not exist
+    /// [default: quorum: durable, `x-queue-type: quorum` and nothing else,
+    /// as RabbitMQ's tutorials declare it today]. Without this or another
+    /// queue setting, an existing queue is served as it is, whoever declared
+    /// it; with one, serve declares the queue with exactly these settings
+    /// and the broker refuses if an existing queue differs (exit 8).
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub queue_type: Option<QueueTypeArg>,
+
+    /// Declare a transient (non-durable) classic queue, as RabbitMQ's 2022
+    /// tutorial did: for fleets running that tutorial's servers on RabbitMQ
+    /// 3.x. RabbitMQ 4.3 and later refuse transient shared queues unless the
+    /// operator allows them. A queue setting.
+    #[arg(long, conflicts_with_all = ["delivery_limit", "durable", "quorum"])]
+    pub transient: bool,
+
+    /// Same as --queue-type classic (kept for scripts written for earlier
+    /// versions).
+    #[arg(long, hide = true, conflicts_with_all = ["queue_type", "quorum"])]
     pub durable: bool,
 
-    /// Declare the request queue as a quorum queue (durable, replicated,
-    /// with a delivery limit), for deployments that must survive losing a
-    /// broker node.
-    #[arg(long, conflicts_with = "durable")]
+    /// Same as --queue-type quorum (kept for scripts written for earlier
+    /// versions).
+    #[arg(long, hide = true, conflicts_with = "queue_type")]
     pub quorum: bool,
 
-    /// With --quorum: how many times one request is delivered before the
-    /// broker drops it (or dead-letters it), so a request that crashes
-    /// servers cannot loop forever.
-    #[arg(long, requires = "quorum", default_value_t = rabbit_rpc::DEFAULT_DELIVERY_LIMIT, value_parser = clap::value_parser!(u32).range(1..))]
-    pub delivery_limit: u32,
+    /// How many times the broker delivers one request before it drops it
+    /// (or dead-letters it), so a request that crashes servers cannot loop
+    /// forever: x-delivery-limit, quorum queues only [default: not set;
+    /// RabbitMQ 4 applies 20, 3.x none]. A queue setting.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub delivery_limit: Option<u32>,
 
     /// The largest request body worked on; larger ones get a
     /// resource_exhausted reply.
@@ -130,6 +145,30 @@ pub struct ServerArgs {
     /// [default: rabbit-rpc serve SERVICE].
     #[arg(long)]
     pub connection_name: Option<String>,
+}
+
+/// The `--queue-type` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueueTypeArg {
+    /// A quorum queue: durable, replicated over a cluster's nodes.
+    Quorum,
+    /// A durable classic queue (with --transient: a transient one).
+    Classic,
+}
+
+impl ServerArgs {
+    /// The queue type asked for, by `--queue-type` or its older aliases.
+    pub fn queue_type(&self) -> Option<rabbit_rpc::QueueType> {
+        match (self.queue_type, self.quorum, self.durable) {
+            (Some(QueueTypeArg::Quorum), ..) | (None, true, _) => {
+                Some(rabbit_rpc::QueueType::Quorum)
+            }
+            (Some(QueueTypeArg::Classic), ..) | (None, false, true) => {
+                Some(rabbit_rpc::QueueType::Classic)
+            }
+            (None, false, false) => None,
+        }
+    }
 }
 
 /// `rabbit-rpc call` options.

@@ -5,8 +5,8 @@ use rabbit_rpc::Error;
 
 /// Success.
 pub const OK: u8 = 0;
-/// Any failure not listed below (an unexpected AMQP error, a queue declared
-/// with other settings, …).
+/// Any failure not listed below (an unexpected AMQP error, a queue the
+/// broker will not let this user declare, …).
 pub const FAILURE: u8 = 1;
 /// Bad command-line usage, including a malformed `--url` or a request that
 /// cannot be sent as given (clap's own code).
@@ -21,6 +21,10 @@ pub const NO_SERVER: u8 = 5;
 pub const CANNOT_CONNECT: u8 = 6;
 /// The connection to the broker dropped while in use.
 pub const CONNECTION_LOST: u8 = 7;
+/// The request queue exists with other settings than those `serve` was
+/// given (`--queue-type`, `--transient`, `--delivery-limit`): nothing was
+/// declared or deleted.
+pub const QUEUE_MISMATCH: u8 = 8;
 /// Stopped by a second Ctrl-C / SIGTERM before draining finished.
 pub const INTERRUPTED: u8 = 130;
 
@@ -33,6 +37,7 @@ pub fn code_for(error: &Error) -> u8 {
         Error::Connect { .. } => CANNOT_CONNECT,
         Error::ConnectionLost { .. } => CONNECTION_LOST,
         Error::InvalidUrl { .. } | Error::InvalidRequest { .. } => USAGE,
+        Error::QueueMismatch { .. } => QUEUE_MISMATCH,
         _ => FAILURE,
     }
 }

@@ -85,13 +85,27 @@ async fn run(cli: Cli) -> u8 {
 }
 
 /// Logs go to stderr. `serve` logs at info; `call` keeps stderr for its one
-/// error line. `RUST_LOG` overrides both.
+/// error line. `RUST_LOG` overrides both. lapin's own logs stay off unless
+/// `RUST_LOG` names it (`RUST_LOG=info,lapin=debug`): it logs every closed
+/// channel as an error, including the expected "no such queue" answers to
+/// our probes, and every failure that matters is reported by our code in
+/// its own words.
 fn init_logging(command: &Command) {
     let default = match command {
-        Command::Serve { .. } => "info,lapin=error,amq_protocol=error",
-        Command::Call(_) | Command::Bench(_) => "error,lapin=off,amq_protocol=off",
+        Command::Serve { .. } => "info",
+        Command::Call(_) | Command::Bench(_) => "error",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let mut spec = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|spec| !spec.trim().is_empty())
+        .unwrap_or_else(|| default.to_owned());
+    for quiet in ["lapin", "amq_protocol"] {
+        if !spec.contains(quiet) {
+            spec.push_str(&format!(",{quiet}=off"));
+        }
+    }
+    let filter = EnvFilter::try_new(&spec)
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default},lapin=off,amq_protocol=off")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,6 +1,6 @@
 //! `rabbit-rpc serve fib` and `rabbit-rpc serve echo`.
 
-use rabbit_rpc::{Error, Handler, QueueType, Request, Server, Status, handler_fn};
+use rabbit_rpc::{Error, Handler, QueueOrigin, QueueType, Request, Server, Status, handler_fn};
 use tracing::{info, warn};
 
 use crate::{
@@ -48,77 +48,110 @@ async fn serve<H: Handler>(
     detail: &str,
     handler: H,
 ) -> Result<(), Error> {
-    let queue_type = if args.quorum {
-        QueueType::Quorum
-    } else {
-        QueueType::Classic
-    };
-    let server = Server::builder()
+    let signals = Signals::listen();
+    let mut builder = Server::builder()
         .urls(urls)
         .queue(&args.queue)
         .prefetch(args.prefetch)
         .concurrency(args.concurrency)
-        .durable(args.durable)
-        .queue_type(queue_type)
-        .delivery_limit(args.delivery_limit)
         .max_request_size(args.max_request_size)
         .drain_timeout(args.drain_timeout)
         .connection_name(
             args.connection_name
                 .clone()
                 .unwrap_or_else(|| format!("rabbit-rpc serve {service}")),
-        )
-        .bind()
-        .await?;
+        );
+    if let Some(queue_type) = args.queue_type() {
+        builder = builder.queue_type(queue_type);
+    }
+    if args.transient {
+        builder = builder.durable(false);
+    }
+    if let Some(limit) = args.delivery_limit {
+        builder = builder.delivery_limit(limit);
+    }
+    let server = builder.bind().await?;
     let stats = server.stats();
-    let kind = match (args.quorum, args.durable) {
-        (true, _) => "quorum queue",
-        (false, true) => "durable queue",
-        (false, false) => "queue",
+    let queue = match server.queue_origin() {
+        QueueOrigin::Joined => "existing queue, served as it is".to_owned(),
+        QueueOrigin::Matched => "existing queue, same settings".to_owned(),
+        _ => format!("created it: {}", declared(args)),
     };
     info!(
-        "serving {service} on {kind} '{}' at {} (concurrency {}, prefetch {}, {detail}); Ctrl-C to stop",
+        "serving {service} on queue '{}' ({queue}) at {} (concurrency {}, prefetch {}, {detail}); Ctrl-C to stop",
         args.queue,
         server.broker(),
         args.concurrency,
         args.prefetch
     );
     server
-        .serve_with_shutdown(handler, shutdown_signal())
+        .serve_with_shutdown(handler, shutdown_signal(signals))
         .await?;
     info!("stopped: {stats}");
     Ok(())
 }
 
+/// The queue `serve` declares when it does not exist, in a few words.
+fn declared(args: &ServerArgs) -> String {
+    let mut text = match (args.queue_type(), args.transient) {
+        (Some(QueueType::Classic), false) => "durable classic".to_owned(),
+        (_, true) => "transient classic".to_owned(),
+        _ => "durable quorum".to_owned(),
+    };
+    if let Some(limit) = args.delivery_limit {
+        text.push_str(&format!(", delivery limit {limit}"));
+    }
+    text
+}
+
 /// Completes on the first Ctrl-C or SIGTERM; a second one exits at once.
-async fn shutdown_signal() {
-    wait_for_signal().await;
+async fn shutdown_signal(mut signals: Signals) {
+    signals.next().await;
     info!("shutting down: finishing requests in hand (Ctrl-C again to stop at once)");
-    tokio::spawn(async {
-        wait_for_signal().await;
+    tokio::spawn(async move {
+        signals.next().await;
         warn!("stopping at once; unfinished requests go back to the queue");
         std::process::exit(i32::from(exit::INTERRUPTED));
     });
 }
 
-async fn wait_for_signal() {
+/// Ctrl-C and SIGTERM, listened for from the moment this exists: a signal
+/// sent as soon as the server says it is ready must start a drain, not kill
+/// the process.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    listening: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn listen() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listening = match (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) {
+                (Ok(interrupt), Ok(terminate)) => Some((interrupt, terminate)),
+                _ => None,
+            };
+            Signals { listening }
+        }
+        #[cfg(not(unix))]
+        {
+            Signals {}
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some((interrupt, terminate)) = &mut self.listening {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -189,6 +189,21 @@ async fn bad_arguments_are_usage_errors() {
     assert_eq!(code(&output), exit::USAGE, "{}", stderr(&output));
     let output = rabbit_rpc(&["serve", "fib", "--concurrency", "0"]).await;
     assert_eq!(code(&output), exit::USAGE, "{}", stderr(&output));
+    // Queue settings that make no queue.
+    for settings in [
+        &["--transient", "--delivery-limit", "3"][..],
+        &["--transient", "--queue-type", "quorum"][..],
+        &["--queue-type", "classic", "--delivery-limit", "3"][..],
+        &["--queue-type", "stream"][..],
+    ] {
+        let output = rabbit_rpc(&[&["serve", "fib"][..], settings].concat()).await;
+        assert_eq!(
+            code(&output),
+            exit::USAGE,
+            "{settings:?}: {}",
+            stderr(&output)
+        );
+    }
     let long_queue = "q".repeat(300);
     let output = rabbit_rpc(&["call", "--queue", &long_queue]).await;
     assert_eq!(code(&output), exit::USAGE, "{}", stderr(&output));
@@ -266,4 +281,150 @@ async fn serve_echo_replies_with_the_body() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
     common::delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn serve_declares_a_missing_queue_as_asked_and_by_default_as_todays_tutorials() {
+    /// `serve fib` with `settings` on a new queue declares it `durable`, of
+    /// type `kind`, with exactly `arguments`, and says `described`.
+    struct Case {
+        settings: &'static [&'static str],
+        durable: &'static str,
+        kind: &'static str,
+        arguments: &'static [&'static str],
+        described: &'static str,
+    }
+    const QUORUM: &str = r#"{"x-queue-type","quorum"}"#;
+    const CLASSIC: &str = r#"{"x-queue-type","classic"}"#;
+    let cases = [
+        Case {
+            settings: &[],
+            durable: "true",
+            kind: "quorum",
+            arguments: &[QUORUM],
+            described: "durable quorum",
+        },
+        Case {
+            settings: &["--queue-type", "classic"],
+            durable: "true",
+            kind: "classic",
+            arguments: &[CLASSIC],
+            described: "durable classic",
+        },
+        Case {
+            settings: &["--transient"],
+            durable: "false",
+            kind: "classic",
+            arguments: &[CLASSIC],
+            described: "transient classic",
+        },
+        Case {
+            settings: &["--delivery-limit", "3"],
+            durable: "true",
+            kind: "quorum",
+            arguments: &[QUORUM, r#"{"x-delivery-limit",3}"#],
+            described: "durable quorum, delivery limit 3",
+        },
+        // The options of earlier versions.
+        Case {
+            settings: &["--quorum"],
+            durable: "true",
+            kind: "quorum",
+            arguments: &[QUORUM],
+            described: "durable quorum",
+        },
+        Case {
+            settings: &["--durable"],
+            durable: "true",
+            kind: "classic",
+            arguments: &[CLASSIC],
+            described: "durable classic",
+        },
+    ];
+    for case in cases {
+        let settings = case.settings;
+        let queue = common::unique_queue("cli_declare");
+        let _cleanup = common::DeleteOnDrop(queue.clone());
+        let mut server = ServeProcess::start("fib", &queue, settings).await;
+        let (durable, kind, arguments) = common::queue_info(&queue).await.expect("declared");
+        assert_eq!(
+            (durable.as_str(), kind.as_str()),
+            (case.durable, case.kind),
+            "{settings:?}"
+        );
+        for argument in case.arguments {
+            assert!(arguments.contains(argument), "{settings:?}: {arguments}");
+        }
+        assert_eq!(
+            arguments.matches("x-").count(),
+            case.arguments.len(),
+            "{settings:?}: no other argument: {arguments}"
+        );
+        let ready = server.lines(|line| line.contains("serving fib on queue"));
+        assert!(
+            ready[0].contains(&format!("(created it: {})", case.described)),
+            "{ready:?}"
+        );
+        // A second server with no settings joins it as it is.
+        let mut second = ServeProcess::start("fib", &queue, &[]).await;
+        let ready = second.lines(|line| line.contains("serving fib on queue"));
+        assert!(
+            ready[0].contains("(existing queue, served as it is)"),
+            "{ready:?}"
+        );
+        second.stop().await;
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn serve_with_a_queue_setting_the_queue_lacks_exits_8_changing_nothing() {
+    let queue = common::unique_queue("cli_conflict");
+    let _cleanup = common::DeleteOnDrop(queue.clone());
+    let (connection, channel) = common::raw_channel().await;
+    // As today's tutorials declare it: durable, quorum, nothing else.
+    let mut quorum = lapin::types::FieldTable::default();
+    quorum.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString("quorum".into()),
+    );
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            lapin::options::QueueDeclareOptions::durable(),
+            quorum,
+        )
+        .await
+        .unwrap();
+    common::publish(
+        &channel,
+        &queue,
+        b"30",
+        lapin::BasicProperties::default().with_correlation_id("waiting".into()),
+    )
+    .await;
+    common::wait_for_ready(&queue, 1, "the request is queued").await;
+    let before = common::queue_info(&queue).await;
+    let started = Instant::now();
+    let output = rabbit_rpc(&["serve", "fib", "--queue", &queue, "--queue-type", "classic"]).await;
+    // The library's own test holds it to a second; here a loaded machine
+    // starts a process too.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(code(&output), exit::QUEUE_MISMATCH, "{}", stderr(&output));
+    let message = stderr(&output);
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(
+        message.starts_with("error: queue '")
+            && message.contains("x-queue-type is 'quorum' there")
+            && message.contains("asked for 'classic'")
+            && message.contains("give no queue settings"),
+        "{message}"
+    );
+    assert_eq!(common::queue_info(&queue).await, before);
+    assert_eq!(common::ready_messages(&queue).await, 1);
+    let _ = connection.close(200, "done".into()).await;
 }

@@ -555,3 +555,78 @@ async fn call_until_answered(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bench_runs_its_whole_duration_across_a_broker_side_close_of_its_connection() {
+    const DURATION_S: f64 = 8.0;
+    const BENCH: &str = "rabbit-rpc bench";
+    let _broker = BROKER.lock().await;
+    let queue = common::unique_queue("faults_bench_close");
+    let _cleanup = common::DeleteOnDrop(queue.clone());
+    let mut server = serve(&queue, &[]).await;
+    let bench = tokio::process::Command::new(serve::BIN)
+        .args(["bench", "--queue", &queue, "--duration", "8s"])
+        .args(["--inflight", "50", "--json"])
+        .env("AMQP_URL", common::url())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start rabbit-rpc bench");
+    // Under load first: the broker has taken some thousand requests from it.
+    common::wait_until(
+        Duration::from_secs(20),
+        "the bench is under way",
+        || async { common::bytes_received_from(BENCH).await > 200_000 },
+    )
+    .await;
+    assert_eq!(common::close_connections_named(BENCH).await, 1);
+
+    let output = tokio::time::timeout(Duration::from_secs(60), bench.wait_with_output())
+        .await
+        .expect("the bench ends")
+        .expect("bench output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stdout.lines().last().unwrap_or_default();
+    let summary: serde_json::Value =
+        serde_json::from_str(last).unwrap_or_else(|_| panic!("no JSON line:\n{stdout}\n{stderr}"));
+    assert!(
+        summary["duration_s"].as_f64().unwrap() >= DURATION_S,
+        "stopped early: {last}"
+    );
+    let errors = summary["errors"].as_u64().unwrap();
+    let kinds = summary["errors_by_kind"].as_object().unwrap();
+    assert!(
+        kinds.keys().all(|kind| kind == "connection_lost"),
+        "errors other than connection_lost: {last}"
+    );
+    assert!(
+        (1..=50).contains(&errors),
+        "only the calls in flight fail: {last}"
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(i32::from(rabbit_rpc_cli::exit::FAILURE))
+    );
+    let timeline = summary["timeline"].as_array().unwrap();
+    let cut = timeline
+        .iter()
+        .position(|second| second["errors"].as_u64().unwrap() > 0)
+        .expect("the timeline shows when calls failed");
+    let answered_after: f64 = timeline[cut + 1..]
+        .iter()
+        .map(|second| second["rps"].as_f64().unwrap())
+        .sum();
+    assert!(
+        answered_after > 0.0,
+        "no call answered after the cut: {last}"
+    );
+    assert!(
+        stdout.contains("outage") && stdout.contains("failed calls"),
+        "{stdout}"
+    );
+    server.stop().await;
+}

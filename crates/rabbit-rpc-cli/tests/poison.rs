@@ -8,7 +8,7 @@
 mod common;
 mod serve;
 
-use std::{collections::HashMap, process::Stdio, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use futures_util::StreamExt;
 use lapin::{BasicProperties, message::Delivery, types::AMQPValue};
@@ -28,23 +28,6 @@ async fn wait_until_settled(queue: &str) {
         || async { common::unacked_messages(queue).await == Some(0) },
     )
     .await;
-}
-
-/// Deletes the queue if the test panics: the server declares it without
-/// `x-expires`, so a failed run would leave it behind.
-struct DeleteOnPanic<'a>(&'a str);
-
-impl Drop for DeleteOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let _ = std::process::Command::new("rabbitmqctl")
-                .args(["-q", "delete_queue", self.0])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
 }
 
 fn correlation_id(reply: &Delivery) -> Option<String> {
@@ -99,7 +82,7 @@ fn assert_error_reply(what: &str, reply: &Delivery, codes: &[&str]) {
 #[tokio::test]
 async fn a_poison_list_sent_by_a_raw_client_never_hurts_the_server() {
     let queue = common::unique_queue("poison");
-    let _cleanup = DeleteOnPanic(&queue);
+    let _cleanup = common::DeleteOnDrop(queue.clone());
     let mut server = serve::ServeProcess::start("fib", &queue, &[]).await;
 
     let (connection, channel) = common::raw_channel().await;

@@ -82,8 +82,28 @@ pub enum Error {
         reason: String,
     },
 
-    /// Declaring a queue failed, typically because it already exists with
-    /// different settings.
+    /// The request queue exists with other settings than those the server
+    /// was given: the broker reports `setting` as `existing` there, where the
+    /// server asked for `asked`. Nothing was declared or deleted.
+    #[error(
+        "queue '{queue}' exists with other settings: {setting} is {existing} there, but this \
+         server asked for {asked}; give no queue settings to serve the queue as it is, or \
+         delete it (and its messages) to declare it anew"
+    )]
+    QueueMismatch {
+        /// The queue.
+        queue: String,
+        /// The setting the broker reported as different (`durable`,
+        /// `x-queue-type`, `x-delivery-limit`, …).
+        setting: String,
+        /// Its value on the existing queue.
+        existing: String,
+        /// The value this server asked for.
+        asked: String,
+    },
+
+    /// Declaring a queue failed for another reason (no permission, a queue
+    /// exclusive to another connection).
     #[error("cannot declare queue '{queue}': {reason}")]
     Declare {
         /// The queue.
@@ -106,7 +126,7 @@ impl Error {
             Error::InvalidUrl { .. } | Error::InvalidRequest { .. } => Code::InvalidArgument,
             Error::Timeout { .. } => Code::DeadlineExceeded,
             Error::NoRoute { .. } => Code::NotFound,
-            Error::Declare { .. } => Code::InvalidArgument,
+            Error::Declare { .. } | Error::QueueMismatch { .. } => Code::InvalidArgument,
             Error::Connect { .. }
             | Error::NoServer { .. }
             | Error::Rejected { .. }

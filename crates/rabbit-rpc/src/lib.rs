@@ -69,9 +69,9 @@ pub use error::Error;
 pub use handler::{BlockingFn, Handler, HandlerFn, Request, Response, blocking_fn, handler_fn};
 pub use protocol::Reply;
 pub use server::{
-    DEFAULT_CONCURRENCY, DEFAULT_DELIVERY_LIMIT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_REPLY_SIZE,
-    DEFAULT_MAX_REQUEST_SIZE, DEFAULT_PREFETCH, DEFAULT_QUEUE, MAX_CORRELATION_ID_LEN, QueueType,
-    Server, ServerBuilder, ServerStats,
+    DEFAULT_CONCURRENCY, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_REPLY_SIZE, DEFAULT_MAX_REQUEST_SIZE,
+    DEFAULT_PREFETCH, DEFAULT_QUEUE, MAX_CORRELATION_ID_LEN, QueueOrigin, QueueType, Server,
+    ServerBuilder, ServerStats,
 };
 pub use status::{Code, Status};
 

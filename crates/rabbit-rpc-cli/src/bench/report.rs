@@ -10,7 +10,8 @@ use super::Summary;
 
 /// Draws the report. Two panels: how many calls took how long (up to the
 /// 99.9th percentile, so one outlier does not squash the chart), and
-/// completed calls per second through the run.
+/// answered and failed calls per second through the run (an outage shows as
+/// a dip to zero and a spike of failures).
 pub(super) fn write_svg(
     path: &Path,
     summary: &Summary,
@@ -60,12 +61,18 @@ pub(super) fn write_svg(
     }))?;
 
     let points: Vec<(f64, f64)> = summary.timeline.iter().map(|s| (s.t_s, s.rps)).collect();
+    let failures: Vec<(f64, f64)> = summary
+        .timeline
+        .iter()
+        .map(|s| (s.t_s, s.errors as f64))
+        .collect();
     let end = points
         .last()
         .map_or(summary.duration_s, |&(t, _)| t.max(summary.duration_s))
         .max(1.0);
     let peak = points
         .iter()
+        .chain(failures.iter())
         .map(|&(_, rps)| rps)
         .fold(summary.rps, f64::max)
         .max(1.0);
@@ -83,12 +90,26 @@ pub(super) fn write_svg(
         .x_desc("seconds since start")
         .y_desc("calls/s")
         .draw()?;
-    chart.draw_series(LineSeries::new(points.iter().copied(), &RED))?;
+    chart
+        .draw_series(LineSeries::new(points.iter().copied(), &BLUE))?
+        .label("answered calls/s")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE));
     chart.draw_series(
         points
             .iter()
-            .map(|&point| Circle::new(point, 3, RED.filled())),
+            .map(|&point| Circle::new(point, 3, BLUE.filled())),
     )?;
+    if summary.errors > 0 {
+        chart
+            .draw_series(LineSeries::new(failures.iter().copied(), &RED))?
+            .label("failed calls/s")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RED));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
     root.present()?;
     Ok(())
 }

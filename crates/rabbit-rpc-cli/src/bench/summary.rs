@@ -2,10 +2,9 @@
 
 use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
-use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::usage;
+use super::{record, usage};
 use crate::cli::BenchArgs;
 
 /// One run's results. Serialised as the `--json` line; field names are a
@@ -51,15 +50,41 @@ pub struct Summary {
     pub timeline: Vec<Sample>,
 }
 
-/// What the run looked like at one moment.
+/// One second of the run.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Sample {
-    /// Seconds since the start.
+    /// Seconds since the start at the end of this second (1, 2, …; the last
+    /// may be a fraction).
     pub t_s: f64,
-    /// Calls completed per second over the second before.
+    /// Calls answered in this second, per second (error replies included:
+    /// they are answers); zero while the server or the broker is out of
+    /// reach.
     pub rps: f64,
-    /// This client's resident memory, when known.
+    /// Calls that failed without an answer in this second (lost connection,
+    /// timeout, no server).
+    pub errors: u64,
+    /// This client's largest resident memory seen in this second, when
+    /// known.
     pub rss_mib: Option<f64>,
+}
+
+/// The timeline: one sample per second of a run that lasted `duration_s`.
+/// A last second shorter than a tenth is left out: its rate would be noise.
+fn timeline(seconds: &[record::Second], duration_s: f64, rss: &[Option<f64>]) -> Vec<Sample> {
+    seconds
+        .iter()
+        .enumerate()
+        .filter_map(|(i, second)| {
+            let start = i as f64;
+            let width = (duration_s - start).min(1.0);
+            (width >= 0.1).then(|| Sample {
+                t_s: start + width,
+                rps: second.answered as f64 / width,
+                errors: second.failed,
+                rss_mib: rss.get(i).copied().flatten(),
+            })
+        })
+        .collect()
 }
 
 fn ms(micros: u64) -> f64 {
@@ -69,14 +94,14 @@ fn ms(micros: u64) -> f64 {
 impl Summary {
     pub(super) fn new(
         args: &BenchArgs,
-        latencies: &Histogram<u64>,
-        errors_by_kind: BTreeMap<String, u64>,
+        seen: &record::Inner,
         elapsed: Duration,
         cpu: Option<Duration>,
-        timeline: Vec<Sample>,
+        rss_by_second: &[Option<f64>],
     ) -> Summary {
+        let latencies = &seen.latencies;
         let ok = latencies.len();
-        let errors: u64 = errors_by_kind.values().sum();
+        let errors: u64 = seen.errors.values().sum();
         let calls = ok + errors;
         let duration_s = elapsed.as_secs_f64();
         let empty = latencies.is_empty();
@@ -92,7 +117,7 @@ impl Summary {
             calls,
             ok,
             errors,
-            errors_by_kind,
+            errors_by_kind: seen.errors.clone(),
             inflight: args.inflight,
             body_bytes: args.body_size.unwrap_or(args.body.len()),
             duration_s,
@@ -113,7 +138,7 @@ impl Summary {
             max_ms: if empty { 0.0 } else { ms(latencies.max()) },
             client_cpu_s: cpu.map(|cpu| cpu.as_secs_f64()),
             client_peak_rss_mib: usage::peak_rss().map(|bytes| bytes as f64 / 1048576.0),
-            timeline,
+            timeline: timeline(&seen.seconds, duration_s, rss_by_second),
         }
     }
 
@@ -146,6 +171,9 @@ impl Summary {
             format!("{} ({})", self.errors, kinds.join(", "))
         };
         let _ = writeln!(text, "  errors      {errors}");
+        if let Some(outage) = self.outage() {
+            let _ = writeln!(text, "  outage      {outage}");
+        }
         let cpu = match self.client_cpu_s {
             Some(cpu) if self.duration_s > 0.0 => {
                 format!("CPU {cpu:.2} s ({:.2} of a core)", cpu / self.duration_s)
@@ -159,6 +187,37 @@ impl Summary {
             });
         let _ = write!(text, "  client      {cpu} · {rss}");
         text
+    }
+
+    /// The seconds of the timeline without answers or with failed calls,
+    /// in words, e.g. `no answers in 2 of 10 seconds (4-6 s); 50 failed
+    /// calls in 4-5 s`. `None` for a run without either.
+    fn outage(&self) -> Option<String> {
+        let span = |sample: &Sample| {
+            let end = sample.t_s.ceil();
+            format!("{:.0}-{end:.0} s", end - 1.0)
+        };
+        let silent: Vec<&Sample> = self.timeline.iter().filter(|s| s.rps == 0.0).collect();
+        let mut parts = Vec::new();
+        if !silent.is_empty() {
+            let spans: Vec<String> = silent.iter().map(|s| span(s)).collect();
+            parts.push(format!(
+                "no answers in {} of {} seconds ({})",
+                silent.len(),
+                self.timeline.len(),
+                spans.join(", ")
+            ));
+        }
+        let failing: Vec<String> = self
+            .timeline
+            .iter()
+            .filter(|s| s.errors > 0)
+            .map(|s| format!("{} in {}", s.errors, span(s)))
+            .collect();
+        if !failing.is_empty() {
+            parts.push(format!("failed calls: {}", failing.join(", ")));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
     }
 
     /// The summary as one line of JSON.

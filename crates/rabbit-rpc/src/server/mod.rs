@@ -2,6 +2,7 @@
 //! request, publish its reply, then acknowledge; reconnect when the broker
 //! goes away; drain on shutdown.
 
+mod queue;
 mod request;
 mod stats;
 
@@ -10,13 +11,14 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 use futures_util::StreamExt;
 use lapin::{
     Channel, Connection, Consumer,
-    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions},
-    types::{AMQPValue, FieldTable},
+    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
+    types::FieldTable,
 };
 use tokio::{sync::Semaphore, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{error, info, warn};
 
+pub use queue::{QueueOrigin, QueueType};
 pub use request::MAX_CORRELATION_ID_LEN;
 pub use stats::ServerStats;
 
@@ -24,6 +26,7 @@ use crate::{
     BrokerUrl, DEFAULT_URL, Error, Handler,
     broker::{Backoff, DEFAULT_CONNECT_TIMEOUT, Endpoints, STABLE_CONNECTION},
 };
+use queue::QueueSettings;
 use request::Shared;
 use stats::Count;
 
@@ -48,24 +51,6 @@ pub const DEFAULT_MAX_REQUEST_SIZE: usize = 1024 * 1024;
 /// How long a draining server waits for running handlers by default.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How many times a quorum request queue delivers one request by default
-/// before dropping it (or dead-lettering it): a request that crashes every
-/// server it reaches cannot loop forever.
-pub const DEFAULT_DELIVERY_LIMIT: u32 = 10;
-
-/// The kind of request queue a server declares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum QueueType {
-    /// A classic queue: durable or not, as [`ServerBuilder::durable`] says.
-    #[default]
-    Classic,
-    /// A quorum queue (`x-queue-type=quorum`): durable and replicated over
-    /// the cluster's nodes, with a delivery limit
-    /// ([`ServerBuilder::delivery_limit`]).
-    Quorum,
-}
-
 /// Builds a [`Server`]; every setting has a documented default.
 #[derive(Debug, Clone)]
 pub struct ServerBuilder {
@@ -73,10 +58,7 @@ pub struct ServerBuilder {
     queue: String,
     prefetch: u16,
     concurrency: usize,
-    durable: bool,
-    queue_type: QueueType,
-    delivery_limit: u32,
-    arguments: FieldTable,
+    declare: QueueSettings,
     connect_timeout: Duration,
     max_request_size: usize,
     max_reply_size: usize,
@@ -92,10 +74,7 @@ impl Default for ServerBuilder {
             queue: DEFAULT_QUEUE.to_owned(),
             prefetch: DEFAULT_PREFETCH,
             concurrency: DEFAULT_CONCURRENCY,
-            durable: false,
-            queue_type: QueueType::Classic,
-            delivery_limit: DEFAULT_DELIVERY_LIMIT,
-            arguments: FieldTable::default(),
+            declare: QueueSettings::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_request_size: DEFAULT_MAX_REQUEST_SIZE,
             max_reply_size: DEFAULT_MAX_REPLY_SIZE,
@@ -146,35 +125,51 @@ impl ServerBuilder {
         self
     }
 
-    /// Declares a classic queue durable, so it survives a broker restart
-    /// (its requests do not: they are sent transient). Default: false, as
-    /// the tutorial declares `rpc_queue`; every declaration of a queue must
-    /// agree, or the broker refuses the later ones. RabbitMQ 4.3 and later
-    /// refuse non-durable shared queues by default: use `true` or
-    /// [`QueueType::Quorum`] there.
-    pub fn durable(mut self, durable: bool) -> ServerBuilder {
-        self.durable = durable;
-        self
-    }
-
-    /// The kind of queue declared. Default: [`QueueType::Classic`].
+    /// The type of queue declared. Default: [`QueueType::Quorum`] when the
+    /// queue does not exist (durable, `x-queue-type: quorum` and no other
+    /// argument, as RabbitMQ's tutorials declare `rpc_queue` today), and
+    /// none when it does: the server then serves the existing queue as it
+    /// is, whoever declared it.
+    ///
+    /// Setting this, or any other queue setting ([`durable`](Self::durable),
+    /// [`delivery_limit`](Self::delivery_limit),
+    /// [`queue_arguments`](Self::queue_arguments)), makes the server declare
+    /// the queue with exactly those settings even when it exists; if the
+    /// broker finds them different from the existing queue's, binding fails
+    /// with [`Error::QueueMismatch`].
     pub fn queue_type(mut self, queue_type: QueueType) -> ServerBuilder {
-        self.queue_type = queue_type;
+        self.declare.queue_type = Some(queue_type);
         self
     }
 
-    /// For a quorum queue, how many times one request is delivered before
-    /// the broker drops it (or dead-letters it): `x-delivery-limit`.
-    /// Default: [`DEFAULT_DELIVERY_LIMIT`]. Ignored for classic queues.
+    /// Whether the declared queue survives a broker restart (its requests
+    /// do not: they are sent transient). Default: true. `false` declares a
+    /// transient classic queue, as the 2022 tutorial did, for fleets that
+    /// run that tutorial's servers on RabbitMQ 3.x; RabbitMQ 4.3 and later
+    /// refuse transient shared queues unless the operator allows them. A
+    /// quorum queue is always durable. An explicit queue setting (see
+    /// [`queue_type`](Self::queue_type)).
+    pub fn durable(mut self, durable: bool) -> ServerBuilder {
+        self.declare.durable = Some(durable);
+        self
+    }
+
+    /// How many times the broker delivers one request before it drops it
+    /// (or dead-letters it): `x-delivery-limit`, so a request that crashes
+    /// every server it reaches cannot loop forever. Quorum queues only.
+    /// Default: not set (RabbitMQ 4.0 and later then apply 20; 3.x has no
+    /// limit). An explicit queue setting (see
+    /// [`queue_type`](Self::queue_type)).
     pub fn delivery_limit(mut self, limit: u32) -> ServerBuilder {
-        self.delivery_limit = limit;
+        self.declare.delivery_limit = Some(limit);
         self
     }
 
     /// Extra `x-…` arguments for the queue declaration (e.g. `x-expires`,
-    /// `x-dead-letter-exchange`). Default: none.
+    /// `x-dead-letter-exchange`). Default: none. An explicit queue setting
+    /// (see [`queue_type`](Self::queue_type)).
     pub fn queue_arguments(mut self, arguments: FieldTable) -> ServerBuilder {
-        self.arguments = arguments;
+        self.declare.arguments = arguments;
         self
     }
 
@@ -223,19 +218,23 @@ impl ServerBuilder {
         self
     }
 
-    /// Connects, declares the queue and starts consuming from it. When this
-    /// returns, requests are being received (and wait for
+    /// Connects, joins or declares the queue (see
+    /// [`queue_type`](Self::queue_type)) and starts consuming from it. When
+    /// this returns, requests are being received (and wait for
     /// [`Server::serve`]).
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`], [`Error::Connect`], [`Error::Declare`] when the
-    /// queue exists with other settings, or another AMQP error.
+    /// [`Error::InvalidUrl`], [`Error::InvalidRequest`] for queue settings
+    /// that make no queue (a transient quorum queue, a delivery limit on a
+    /// classic one), [`Error::Connect`], [`Error::QueueMismatch`] when the
+    /// queue exists with other settings than those given, [`Error::Declare`]
+    /// when the broker refuses the queue otherwise, or another AMQP error.
     pub async fn bind(self) -> Result<Server, Error> {
         crate::protocol::queue_name(&self.queue)?;
+        self.declare.check()?;
         let endpoints = Endpoints::parse(&self.urls)?;
         let settings = Arc::new(Settings {
             endpoints,
-            arguments: self.declared_arguments(),
             builder: self,
         });
         let session = Session::open(&settings, settings.builder.prefetch).await?;
@@ -245,21 +244,6 @@ impl ServerBuilder {
             stats: ServerStats::default(),
         })
     }
-
-    fn declared_arguments(&self) -> FieldTable {
-        let mut arguments = self.arguments.clone();
-        if self.queue_type == QueueType::Quorum {
-            arguments.insert(
-                "x-queue-type".into(),
-                AMQPValue::LongString("quorum".into()),
-            );
-            arguments.insert(
-                "x-delivery-limit".into(),
-                AMQPValue::LongLongInt(i64::from(self.delivery_limit)),
-            );
-        }
-        arguments
-    }
 }
 
 /// A builder's settings, fixed at [`ServerBuilder::bind`], for reconnecting.
@@ -267,7 +251,6 @@ impl ServerBuilder {
 struct Settings {
     builder: ServerBuilder,
     endpoints: Endpoints,
-    arguments: FieldTable,
 }
 
 /// One connection's worth of serving: the connection, a channel consuming
@@ -279,6 +262,8 @@ struct Session {
     requests: Channel,
     replies: Channel,
     consumer: Consumer,
+    /// Whether the queue was joined, matched or created on this connection.
+    origin: QueueOrigin,
     /// The prefetch in force: the configured one, or 1 after a request this
     /// server could not parse (see [`serve_session`]).
     prefetch: u16,
@@ -307,20 +292,7 @@ impl Session {
             .await
             .map_err(Error::from_lapin)?;
         let queue = crate::protocol::queue_name(&builder.queue)?;
-        requests
-            .queue_declare(
-                queue.clone(),
-                QueueDeclareOptions {
-                    durable: builder.durable || builder.queue_type == QueueType::Quorum,
-                    ..QueueDeclareOptions::default()
-                },
-                settings.arguments.clone(),
-            )
-            .await
-            .map_err(|e| Error::Declare {
-                queue: builder.queue.clone(),
-                reason: declare_failure(&e),
-            })?;
+        let origin = queue::bind(&connection, &requests, &queue, &builder.declare).await?;
         requests
             .basic_qos(prefetch, BasicQosOptions::default())
             .await
@@ -340,6 +312,7 @@ impl Session {
             requests,
             replies,
             consumer,
+            origin,
             prefetch,
         })
     }
@@ -355,18 +328,6 @@ impl Session {
         };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
     }
-}
-
-fn declare_failure(error: &lapin::Error) -> String {
-    if let lapin::ErrorKind::ProtocolError(amqp) = error.kind()
-        && amqp.get_id() == 406
-    {
-        return format!(
-            "it already exists with different settings ({}); delete it or declare it the same way",
-            amqp.get_message()
-        );
-    }
-    error.to_string()
 }
 
 /// A server bound to its queue; [`Server::serve`] runs it.
@@ -416,6 +377,12 @@ impl Server {
     /// The broker this server is connected to (password hidden).
     pub fn broker(&self) -> &BrokerUrl {
         &self.session.url
+    }
+
+    /// Whether the server joined an existing queue as it was, found it
+    /// matching the settings given, or created it.
+    pub fn queue_origin(&self) -> QueueOrigin {
+        self.session.origin
     }
 
     /// The server's counters, to read while it serves.
@@ -502,10 +469,19 @@ impl Server {
                         Some(fresh) => {
                             session = fresh;
                             stats.add(Count::Reconnection);
-                            info!(
-                                "reconnected to {}; serving queue '{}' again",
-                                session.url, builder.queue
-                            );
+                            if session.origin == QueueOrigin::Created {
+                                info!(
+                                    "reconnected to {}; queue '{}' no longer existed, so declared it again as {}",
+                                    session.url,
+                                    builder.queue,
+                                    builder.declare.describe()
+                                );
+                            } else {
+                                info!(
+                                    "reconnected to {}; serving queue '{}' again",
+                                    session.url, builder.queue
+                                );
+                            }
                         }
                         None => {
                             drain(&shared, &tasks, builder.drain_timeout).await;

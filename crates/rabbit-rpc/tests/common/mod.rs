@@ -55,8 +55,8 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Binds `handler` on a fresh queue; when this returns the server is
-    /// consuming.
+    /// Binds `handler` on a fresh queue (the default declaration, plus
+    /// `x-expires`); when this returns the server is consuming.
     pub async fn start<H: Handler>(test: &str, handler: H) -> TestServer {
         TestServer::start_with(test, handler, |builder| builder).await
     }
@@ -66,19 +66,20 @@ impl TestServer {
         handler: H,
         configure: impl FnOnce(rabbit_rpc::ServerBuilder) -> rabbit_rpc::ServerBuilder,
     ) -> TestServer {
-        TestServer::start_on(unique_queue(test), handler, configure).await
+        TestServer::start_on(unique_queue(test), handler, |builder| {
+            configure(builder.queue_arguments(expiring()))
+        })
+        .await
     }
 
-    /// Binds `handler` on `queue`, which may exist already.
+    /// Binds `handler` on `queue`; with no queue setting from `configure`,
+    /// the server joins the queue as it exists.
     pub async fn start_on<H: Handler>(
         queue: String,
         handler: H,
         configure: impl FnOnce(rabbit_rpc::ServerBuilder) -> rabbit_rpc::ServerBuilder,
     ) -> TestServer {
-        let builder = Server::builder()
-            .url(url())
-            .queue(&queue)
-            .queue_arguments(expiring());
+        let builder = Server::builder().url(url()).queue(&queue);
         let server = configure(builder).bind().await.expect("bind server");
         let stats = server.stats();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -127,10 +128,16 @@ pub async fn raw_channel() -> (Connection, Channel) {
     (connection, channel)
 }
 
-/// Declares `queue` the way our server does (non-durable, expiring).
+/// Declares `queue` the way a [`TestServer`] does: as our server declares
+/// a queue by default (durable, quorum), and expiring.
 pub async fn declare(channel: &Channel, queue: &str) {
+    let mut arguments = expiring();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     channel
-        .queue_declare(queue.into(), QueueDeclareOptions::default(), expiring())
+        .queue_declare(queue.into(), QueueDeclareOptions::durable(), arguments)
         .await
         .expect("declare queue");
 }
@@ -249,6 +256,44 @@ pub async fn rabbitmqctl(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// `(durable, type, arguments)` of `queue` as `rabbitmqctl list_queues`
+/// prints them, e.g. `("true", "quorum", "[{\"x-queue-type\",\"quorum\"}]")`.
+pub async fn queue_info(queue: &str) -> Option<(String, String, String)> {
+    let listing = rabbitmqctl(&[
+        "list_queues",
+        "-q",
+        "--no-table-headers",
+        "name",
+        "durable",
+        "type",
+        "arguments",
+    ])
+    .await;
+    listing.lines().find_map(|line| {
+        let mut fields = line.split('\t');
+        (fields.next()? == queue).then(|| {
+            let durable = fields.next()?.to_owned();
+            let kind = fields.next()?.to_owned();
+            let arguments = fields.next()?.to_owned();
+            Some((durable, kind, arguments))
+        })?
+    })
+}
+
+/// Deletes its queue when dropped, even when the test fails: queues
+/// declared exactly as a tutorial does carry no `x-expires`.
+pub struct DeleteOnDrop(pub String);
+
+impl Drop for DeleteOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(rabbitmqctl_command())
+            .args(["-q", "delete_queue", &self.0])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
 /// How many messages of `queue` are delivered but not yet acknowledged;
 /// `None` while the broker does not list the queue.
 pub async fn unacked_messages(queue: &str) -> Option<u64> {
@@ -292,6 +337,25 @@ pub async fn connections_named(name: &str) -> Vec<String> {
                 .then(|| pid.trim().to_owned())
         })
         .collect()
+}
+
+/// How many bytes the broker has received on the connections whose
+/// client-given name is `name`, in all.
+pub async fn bytes_received_from(name: &str) -> u64 {
+    let listing = rabbitmqctl(&[
+        "list_connections",
+        "-q",
+        "--no-table-headers",
+        "client_properties",
+        "recv_oct",
+    ])
+    .await;
+    let property = format!("{{\"connection_name\",\"{name}\"}}");
+    listing
+        .lines()
+        .filter(|line| line.contains(&property))
+        .filter_map(|line| line.rsplit('\t').next()?.trim().parse::<u64>().ok())
+        .sum()
 }
 
 /// Closes, from the broker's side, every connection whose client-given name
