@@ -10,6 +10,11 @@ Peers, each a client and a server speaking RabbitMQ's RPC pattern:
   aio-pika  aio-pika's RPC pattern, client and server   (Python, from PyPI)
   go        rabbit-rpc bench  -> the tutorial's Go server (prefetch 1, naive fib)
 
+Our pair and the raw pair serve durable classic queues (`serve fib
+--queue-type classic`), so both give the broker the same work; the
+`quorum` rows run both pairs on quorum queues, which `serve fib` declares by
+default.
+
 Headline scenarios run in interleaved rounds (every peer once per round) and
 report medians; scaling scenarios (calls in flight, body size, two servers)
 run the same way for our pair. `--long` adds 10,000 calls in flight and the
@@ -114,13 +119,17 @@ class Server:
         os.unlink(self.log.name)
 
 
-def ours_server(queue, service="fib", options=()):
-    return Server([OURS, "--url", URL, *options, "serve", service, "--queue", queue],
+def ours_server(queue, service="fib", options=(), queue_type="classic", serve_options=()):
+    """Our server on a queue of `queue_type`: classic unless said, like the
+    raw peer's, so that both pairs give the broker the same work."""
+    return Server([OURS, "--url", URL, *options, "serve", service, "--queue", queue,
+                   "--queue-type", queue_type, *serve_options],
                   f"serving {service} on queue", {"RUST_LOG": "info"})
 
 
-def raw_server(queue):
-    return Server([RAW, "serve", queue], "raw-lapin serving", {"AMQP_URL": URL})
+def raw_server(queue, queue_type="classic"):
+    return Server([RAW, "serve", queue], "raw-lapin serving",
+                  {"AMQP_URL": URL, "QUEUE_TYPE": queue_type})
 
 
 def aio_server(name):
@@ -247,9 +256,11 @@ def main():
     BROKER = broker_pid()
     tag = uuid.uuid4().hex[:8]
     q = {name: f"bench.{name}.{tag}" for name in
-         ["ours", "raw", "aio", "go", "echo", "two"]}
+         ["ours", "raw", "aio", "go", "echo", "two", "ours-quorum", "raw-quorum"]}
     servers = [ours_server(q["ours"]), raw_server(q["raw"]), aio_server(q["aio"]),
-               ours_server(q["echo"], "echo"), ours_server(q["two"]), ours_server(q["two"])]
+               ours_server(q["echo"], "echo"), ours_server(q["two"]), ours_server(q["two"]),
+               ours_server(q["ours-quorum"], queue_type="quorum"),
+               raw_server(q["raw-quorum"], queue_type="quorum")]
     if have_go:
         servers.append(go_server(q["go"]))
     out = {}
@@ -266,6 +277,8 @@ def main():
             ("fib(30) ours", lambda: ours_client(q["ours"], calls(20000), 200, "30")),
         ] + ([("fib(30) go", lambda: ours_client(q["go"], calls(300), 10, "30"))] if go else []) + [
             ("fib(100000) ours@1", lambda: ours_client(q["ours"], calls(200), 1, "100000")),
+            ("raw@200 quorum", lambda: raw_client(q["raw-quorum"], calls(40000), 200)),
+            ("ours@200 quorum", lambda: ours_client(q["ours-quorum"], calls(40000), 200)),
         ]
         out["headline"] = rounds(args.rounds, headline)
 
@@ -288,9 +301,7 @@ def main():
             tuned = {}
             for name, options in variants:
                 tuned[name] = f"bench.tune.{len(tuned)}.{tag}"
-                servers.append(Server(
-                    [OURS, "--url", URL, "serve", "fib", "--queue", tuned[name], *options],
-                    "serving fib on queue", {"RUST_LOG": "info"}))
+                servers.append(ours_server(tuned[name], serve_options=options))
             tuned["server --threads 2"] = f"bench.tune.threads.{tag}"
             servers.append(ours_server(tuned["server --threads 2"], options=["--threads", "2"]))
             tuning = [(name, (lambda queue=queue: ours_client(queue, calls(40000), 200)))
@@ -356,6 +367,9 @@ def print_table(out, args, have_go):
     else:
         row("fib(30) ours")
     row("fib(100000) ours@1", "", "p50 < 10 ms")
+    row("raw@200 quorum", "ceiling on quorum")
+    row("ours@200 quorum", f"{ratio(h, 'ours@200 quorum', 'raw@200 quorum'):.2f}× raw quorum, "
+        f"{ratio(h, 'ours@200 quorum', 'ours@200'):.2f}× ours classic")
 
     s = out.get("scaling")
     if s:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Interop check: rabbit-rpc against the Go client and server of RabbitMQ
-# tutorial 6 (client/main.go and server/main.go next to this script).
+# tutorial 6 as the seed has it (2022: client/main.go and server/main.go next
+# to this script; the server declares rpc_queue classic and transient).
 #
 #   A  our `rabbit-rpc serve fib` answers the Go client: fib(30) = 832040
 #   B  the Go client's fib(-1) gets our error reply and terminates (it panics
@@ -8,18 +9,22 @@
 #      hanging; our server keeps serving: fib(10) = 55
 #   T  our server exits 0 within 10 s of SIGTERM
 #   C  `rabbit-rpc call` against the Go server prints exactly 832040
+#   M  a mixed fleet on one queue: the Go server first, then ours, which joins
+#      its transient queue as it is; and ours first with --transient (the
+#      2022 declaration), then the Go server, whose declaration matches. In
+#      both, 40 calls are all answered and both servers answer some
 #   P  a request lapin cannot parse (correlation_id not valid UTF-8, sent by
-#      poison/main.go) to `rabbit-rpc serve fib --quorum --delivery-limit 3`:
-#      the server logs why, keeps reconnecting with growing backoff, the
-#      quorum queue's delivery limit drops the request, and the server
-#      answers again without a restart
+#      poison/main.go) to `rabbit-rpc serve fib --queue-type quorum
+#      --delivery-limit 3`: the server logs why, keeps reconnecting with
+#      growing backoff, the quorum queue's delivery limit drops the request,
+#      and the server answers again without a restart
 #
 # Needs a RabbitMQ broker on 127.0.0.1:5672 (guest/guest), or AMQP_URL, which
 # both our binary and the Go programs read. Installs golang-go and
 # golang-github-rabbitmq-amqp091-go-dev with apt-get if they are missing
 # (sudo unless root) and builds the Go programs offline in GOPATH mode against
 # /usr/share/gocode. Builds our binary with cargo unless RABBIT_RPC_BIN points
-# to one. Each run uses its own queue and deletes it afterwards.
+# to one. Each run uses its own queues and deletes them afterwards.
 #
 # Prints `ok: …` / `FAIL: …` per check and ends with
 # `interop: N passed, M failed`; exits non-zero if anything failed.
@@ -31,90 +36,9 @@ OUT="$REPO/target/interop/tutorial-go"
 QUEUE="interop.tutorial-go.$$.$RANDOM"
 POISON_QUEUE="$QUEUE.poison"
 
-passed=0
-failed=0
-pids=()
-queue_used=0
-work=""
-
-say() { printf '%s\n' "$*" >&2; }
-ok() {
-    passed=$((passed + 1))
-    printf 'ok: %s\n' "$*"
-}
-fail() {
-    failed=$((failed + 1))
-    printf 'FAIL: %s\n' "$*"
-}
-# Indented excerpt of a file or text, for FAIL details.
-show() { tail -n 15 | sed -e 's/^/    | /'; }
-summary() { printf 'interop: %d passed, %d failed\n' "$passed" "$failed"; }
-# A setup step failed: nothing can be checked.
-die() {
-    fail "setup: $*"
-    summary
-    exit 1
-}
-
-alive() { kill -0 "$1" 2>/dev/null; }
-
-# stop PID [GRACE_SECONDS]: SIGTERM, then SIGKILL after the grace period.
-stop() {
-    local pid=$1 deadline=$((SECONDS + ${2:-5}))
-    alive "$pid" || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
-    if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
-    wait "$pid" 2>/dev/null || true
-    forget "$pid"
-}
-
-# forget PID: it has been reaped; never signal that number again.
-forget() {
-    local p kept=()
-    for p in "${pids[@]}"; do [ "$p" = "$1" ] || kept+=("$p"); done
-    pids=("${kept[@]}")
-}
-
-cleanup() {
-    local rc=$?
-    local pid
-    for pid in "${pids[@]}"; do stop "$pid" 3; done
-    if ((queue_used)) && command -v rabbitmqctl >/dev/null 2>&1; then
-        local sudo=()
-        if [ "$(id -u)" -ne 0 ]; then sudo=(sudo -n); fi
-        local msg q
-        for q in "$QUEUE" "$POISON_QUEUE"; do
-            if ! msg="$(timeout 60 "${sudo[@]}" rabbitmqctl -q delete_queue "$q" 2>&1)" &&
-                ! grep -qi 'not found' <<<"$msg"; then
-                say "note: could not delete queue '$q' (delete it by hand if it lingers): $msg"
-            fi
-        done
-    fi
-    if [ -n "$work" ]; then
-        if ((failed)); then
-            say "logs kept in $work"
-        else
-            rm -rf "$work"
-        fi
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# wait_for_line FILE TEXT PID SECONDS: polls until FILE contains TEXT; fails
-# early if PID dies, and at the deadline.
-wait_for_line() {
-    local file=$1 text=$2 pid=$3 deadline=$((SECONDS + $4))
-    while ((SECONDS < deadline)); do
-        if grep -qF -- "$text" "$file" 2>/dev/null; then return 0; fi
-        alive "$pid" || { grep -qF -- "$text" "$file" 2>/dev/null; return; }
-        sleep 0.1
-    done
-    return 1
-}
+QUEUES=("$QUEUE" "$QUEUE.go-server" "$POISON_QUEUE" "$QUEUE.mixed-go-first" "$QUEUE.mixed-ours-first")
+# shellcheck source=../lib.sh
+. "$HERE/../lib.sh"
 
 # --- setup -------------------------------------------------------------------
 
@@ -145,37 +69,10 @@ GO_CLIENT="$OUT/client"
 GO_SERVER="$OUT/server"
 GO_POISON="$OUT/poison"
 
-if [ -n "${RABBIT_RPC_BIN:-}" ]; then
-    BIN="$RABBIT_RPC_BIN"
-    [ -x "$BIN" ] || die "RABBIT_RPC_BIN=$BIN is not an executable file"
-else
-    say "building rabbit-rpc (cargo build --release) ..."
-    (cd "$REPO" && cargo build --release --locked -q -p rabbit-rpc-cli) >&2 ||
-        die "cargo build --release --locked -p rabbit-rpc-cli failed"
-    BIN="$REPO/target/release/rabbit-rpc"
-fi
+build_ours "$REPO"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/interop-tutorial-go.XXXXXX")"
 say "queue: $QUEUE"
-
-# bounded SECONDS OUT ERR CMD...: runs CMD under `timeout`, stdout to OUT and
-# stderr to ERR, and returns its exit status (124: timed out). Runs it in the
-# background and waits, so that a signal to this script takes effect at once
-# (and the cleanup trap stops CMD).
-bounded() {
-    local secs=$1 out=$2 err=$3 pid rc=0
-    shift 3
-    if [ "$out" = "$err" ]; then
-        timeout "$secs" "$@" >"$out" 2>&1 &
-    else
-        timeout "$secs" "$@" >"$out" 2>"$err" &
-    fi
-    pid=$!
-    pids+=("$pid")
-    wait "$pid" || rc=$?
-    forget "$pid"
-    return "$rc"
-}
 
 # go_client N [SECONDS]: runs the Go client for fib(N) on our queue with a
 # deadline (default 30 s); sets client_rc and client_out (its log, which goes
@@ -189,7 +86,7 @@ go_client() {
 
 # --- A, B, T: the Go client against our server --------------------------------
 
-queue_used=1
+queues=("${QUEUES[@]}")
 "$BIN" serve fib --queue "$QUEUE" >"$work/ours.out" 2>"$work/ours.err" &
 ours=$!
 pids+=("$ours")
@@ -268,13 +165,27 @@ fi
 
 # --- C: our client against the Go server ---------------------------------------
 
-RPC_QUEUE="$QUEUE" "$GO_SERVER" >"$work/go-server.out" 2>"$work/go-server.err" &
-goserver=$!
-pids+=("$goserver")
+# go_server NAME QUEUE: starts the Go tutorial server on QUEUE, logging to
+# $work/NAME.err; sets go_pid; returns non-zero (after a FAIL line) if it does
+# not log that it awaits requests within 30 s.
+go_server() {
+    RPC_QUEUE="$2" "$GO_SERVER" >"$work/$1.out" 2>"$work/$1.err" &
+    go_pid=$!
+    pids+=("$go_pid")
+    if wait_for_line "$work/$1.err" " [*] Awaiting RPC requests" "$go_pid" 30; then
+        return 0
+    fi
+    fail "the Go tutorial server on $2 did not log ' [*] Awaiting RPC requests' within 30 s; its log:"
+    show <"$work/$1.err"
+    stop "$go_pid" 3
+    return 1
+}
 
-if wait_for_line "$work/go-server.err" " [*] Awaiting RPC requests" "$goserver" 30; then
+# On a queue of its own: the 2022 server declares it transient, which the
+# queue ours declared (durable, quorum) is not.
+if go_server go-server "$QUEUE.go-server"; then
     rc=0
-    bounded 60 "$work/call.out" "$work/call.err" "$BIN" call --queue "$QUEUE" 30 || rc=$?
+    bounded 60 "$work/call.out" "$work/call.err" "$BIN" call --queue "$QUEUE.go-server" 30 || rc=$?
     out="$(cat "$work/call.out")"
     if ((rc == 0)) && printf '832040\n' | cmp -s - "$work/call.out"; then
         ok "C: rabbit-rpc call -> Go tutorial server: fib(30) = 832040"
@@ -284,23 +195,45 @@ if wait_for_line "$work/go-server.err" " [*] Awaiting RPC requests" "$goserver" 
         echo "    Go server's log:"
         show <"$work/go-server.err"
     fi
-else
-    if alive "$goserver"; then
-        fail "C: the Go tutorial server did not log ' [*] Awaiting RPC requests' within 30 s; its log:"
-    else
-        fail "C: the Go tutorial server exited without logging ' [*] Awaiting RPC requests'; its log:"
-    fi
-    show <"$work/go-server.err"
+    stop "$go_pid" 5
 fi
-stop "$goserver" 5
+
+# --- M: a mixed fleet on one queue, in both orders -----------------------------
+
+if go_server go-first "$QUEUE.mixed-go-first"; then
+    if start_ours ours-second "$QUEUE.mixed-go-first"; then
+        if grep -qF "(existing queue, served as it is)" "$work/ours-second.err"; then
+            fleet "M: Go server first, rabbit-rpc joins its transient queue" \
+                "$QUEUE.mixed-go-first" "the Go tutorial server" "$work/go-first.err" 'fib*(20)' \
+                "$go_pid" ours-second
+        else
+            fail "M: rabbit-rpc did not say it joined the Go server's queue as it is:"
+            show <"$work/ours-second.err"
+            stop "$ours_pid" 5
+            stop "$go_pid" 5
+        fi
+    else
+        stop "$go_pid" 5
+    fi
+fi
+
+if start_ours ours-first "$QUEUE.mixed-ours-first" --transient; then
+    if go_server go-second "$QUEUE.mixed-ours-first"; then
+        fleet "M: rabbit-rpc --transient first, the Go server's declaration matches" \
+            "$QUEUE.mixed-ours-first" "the Go tutorial server" "$work/go-second.err" 'fib*(20)' \
+            "$go_pid" ours-first
+    else
+        stop "$ours_pid" 5
+    fi
+fi
 
 # --- P: a request lapin cannot parse, on a quorum queue ------------------------
 
-"$BIN" serve fib --queue "$POISON_QUEUE" --quorum --delivery-limit 3 \
+"$BIN" serve fib --queue "$POISON_QUEUE" --queue-type quorum --delivery-limit 3 \
     >"$work/poison-serve.out" 2>"$work/poison-serve.err" &
 poisoned=$!
 pids+=("$poisoned")
-if wait_for_line "$work/poison-serve.err" "serving fib on quorum queue" "$poisoned" 30; then
+if wait_for_line "$work/poison-serve.err" "serving fib on queue" "$poisoned" 30; then
     rc=0
     RPC_QUEUE="$POISON_QUEUE" bounded 30 "$work/poison.log" "$work/poison.log" "$GO_POISON" || rc=$?
     if ((rc != 0)); then
@@ -331,7 +264,7 @@ if wait_for_line "$work/poison-serve.err" "serving fib on quorum queue" "$poison
     fi
     stop "$poisoned" 10
 else
-    fail "P: rabbit-rpc serve fib --quorum did not log 'serving fib on quorum queue' within 30 s; its stderr:"
+    fail "P: rabbit-rpc serve fib --queue-type quorum did not log 'serving fib on queue' within 30 s; its stderr:"
     show <"$work/poison-serve.err"
     stop "$poisoned" 3
 fi

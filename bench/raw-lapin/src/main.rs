@@ -9,6 +9,8 @@
 //! raw-lapin bench QUEUE CALLS INFLIGHT BODY
 //! ```
 //! `bench` prints one JSON line with the same keys as `rabbit-rpc bench --json`.
+//! `serve` declares QUEUE durable, of the type in env `QUEUE_TYPE` (`classic`,
+//! the default, or `quorum`), as `rabbit-rpc serve --queue-type` does.
 
 use std::{collections::HashMap, time::Instant};
 
@@ -20,7 +22,7 @@ use lapin::{
         BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
         QueueDeclareOptions,
     },
-    types::FieldTable,
+    types::{AMQPValue, FieldTable},
 };
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -71,12 +73,14 @@ async fn serve(url: &str, queue: &str, prefetch: u16) -> Result<()> {
     let connection = Connection::connect(url, ConnectionProperties::default()).await?;
     let requests = connection.create_channel().await?;
     let replies = connection.create_channel().await?;
+    let queue_type = std::env::var("QUEUE_TYPE").unwrap_or_else(|_| "classic".to_owned());
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(queue_type.as_str().into()),
+    );
     requests
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
+        .queue_declare(queue.into(), QueueDeclareOptions::durable(), arguments)
         .await?;
     requests
         .basic_qos(prefetch, BasicQosOptions::default())
