@@ -126,27 +126,38 @@ build_ours() {
     fi
 }
 
-# start_ours NAME QUEUE [OPTIONS...]: starts `rabbit-rpc serve fib` on QUEUE,
-# logging to $work/NAME.err, and waits up to 30 s for its ready line; sets
-# ours_pid. Returns non-zero (after a FAIL line naming NAME) if it does not
-# get ready.
-start_ours() {
-    local name=$1 queue=$2
-    shift 2
-    "$BIN" serve fib --queue "$queue" "$@" >"$work/$name.out" 2>"$work/$name.err" &
-    ours_pid=$!
-    pids+=("$ours_pid")
-    if wait_for_line "$work/$name.err" "serving fib on queue" "$ours_pid" 30; then
+# launch NAME READY WHAT CMD...: starts CMD in the background, its output to
+# $work/NAME.log, and waits up to 30 s for a line containing READY; sets
+# launched_pid. Returns non-zero, after a FAIL line naming WHAT, if it does
+# not get ready.
+launch() {
+    local name=$1 ready=$2 what=$3
+    shift 3
+    "$@" >"$work/$name.log" 2>&1 &
+    launched_pid=$!
+    pids+=("$launched_pid")
+    if wait_for_line "$work/$name.log" "$ready" "$launched_pid" 30; then
         return 0
     fi
-    fail "$name: rabbit-rpc serve fib $* did not get ready within 30 s; its stderr:"
-    show <"$work/$name.err"
-    stop "$ours_pid" 3
+    fail "$what did not log '$ready' within 30 s; its output:"
+    show <"$work/$name.log"
+    stop "$launched_pid" 3
     return 1
 }
 
-# answered_by_ours PID ERRFILE: stops our server PID and prints how many
-# requests it answered (from its "stopped: N answered" line), or nothing.
+# start_ours NAME QUEUE [OPTIONS...]: `rabbit-rpc serve fib` on QUEUE, as
+# `launch NAME`; sets ours_pid.
+start_ours() {
+    local name=$1 queue=$2
+    shift 2
+    launch "$name" "serving fib on queue" "rabbit-rpc serve fib --queue $queue $*" \
+        "$BIN" serve fib --queue "$queue" "$@" || return
+    ours_pid=$launched_pid
+}
+
+# answered_by_ours PID LOG: stops our server PID and prints how many
+# requests it answered (from its "stopped: N answered" line in LOG), or
+# nothing.
 answered_by_ours() {
     stop "$1" 10
     sed -n 's/.*stopped: \([0-9]*\) answered.*/\1/p' "$2" | tail -n 1
@@ -161,8 +172,8 @@ consumers() {
 
 # fleet CHECK QUEUE PEER PEER_LOG PEER_LINE PEER_PID OURS_NAME: a tutorial
 # server (PEER, logging a line containing PEER_LINE to PEER_LOG for each
-# fib(20) it computes) and ours (started by start_ours as
-# OURS_NAME, pid $ours_pid) both consume QUEUE. The broker must count two
+# fib(20) it computes) and ours (started by start_ours as OURS_NAME, pid
+# $ours_pid) both consume QUEUE. The broker must count two
 # consumers, every call of a bench of fib(20) must be answered, and each
 # server must answer some. Stops both.
 fleet() {
@@ -172,7 +183,7 @@ fleet() {
     bounded 120 "$work/$ours_name-bench.out" "$work/$ours_name-bench.err" \
         "$BIN" bench --queue "$queue" --calls 40 --inflight 2 --body 20 || rc=$?
     theirs="$(grep -cF -- "$line" "$peer_log" || true)"
-    ourn="$(answered_by_ours "$ours_pid" "$work/$ours_name.err")"
+    ourn="$(answered_by_ours "$ours_pid" "$work/$ours_name.log")"
     if ((rc == 0)) && [ "$count" = 2 ] && ((theirs > 0)) && ((${ourn:-0} > 0)); then
         ok "$check: 2 consumers on one queue, every call answered: $theirs by $peer, $ourn by rabbit-rpc"
     else
@@ -180,7 +191,7 @@ fleet() {
         show <"$work/$ours_name-bench.out"
         show <"$work/$ours_name-bench.err"
         echo "    rabbit-rpc's log:"
-        show <"$work/$ours_name.err"
+        show <"$work/$ours_name.log"
     fi
     stop "$peer_pid" 5
 }

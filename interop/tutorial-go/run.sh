@@ -165,20 +165,12 @@ fi
 
 # --- C: our client against the Go server ---------------------------------------
 
-# go_server NAME QUEUE: starts the Go tutorial server on QUEUE, logging to
-# $work/NAME.err; sets go_pid; returns non-zero (after a FAIL line) if it does
-# not log that it awaits requests within 30 s.
+# go_server NAME QUEUE: the Go tutorial server on QUEUE, as `launch NAME`;
+# sets go_pid.
 go_server() {
-    RPC_QUEUE="$2" "$GO_SERVER" >"$work/$1.out" 2>"$work/$1.err" &
-    go_pid=$!
-    pids+=("$go_pid")
-    if wait_for_line "$work/$1.err" " [*] Awaiting RPC requests" "$go_pid" 30; then
-        return 0
-    fi
-    fail "the Go tutorial server on $2 did not log ' [*] Awaiting RPC requests' within 30 s; its log:"
-    show <"$work/$1.err"
-    stop "$go_pid" 3
-    return 1
+    launch "$1" " [*] Awaiting RPC requests" "the Go tutorial server on $2" \
+        env RPC_QUEUE="$2" "$GO_SERVER" || return
+    go_pid=$launched_pid
 }
 
 # On a queue of its own: the 2022 server declares it transient, which the
@@ -193,7 +185,7 @@ if go_server go-server "$QUEUE.go-server"; then
         fail "C: rabbit-rpc call -> Go tutorial server: fib(30): expected exactly '832040' and exit 0, got exit $rc, stdout '$out', stderr:"
         show <"$work/call.err"
         echo "    Go server's log:"
-        show <"$work/go-server.err"
+        show <"$work/go-server.log"
     fi
     stop "$go_pid" 5
 fi
@@ -202,13 +194,13 @@ fi
 
 if go_server go-first "$QUEUE.mixed-go-first"; then
     if start_ours ours-second "$QUEUE.mixed-go-first"; then
-        if grep -qF "(existing queue, served as it is)" "$work/ours-second.err"; then
+        if grep -qF "(existing queue, served as it is)" "$work/ours-second.log"; then
             fleet "M: Go server first, rabbit-rpc joins its transient queue" \
-                "$QUEUE.mixed-go-first" "the Go tutorial server" "$work/go-first.err" 'fib*(20)' \
+                "$QUEUE.mixed-go-first" "the Go tutorial server" "$work/go-first.log" 'fib*(20)' \
                 "$go_pid" ours-second
         else
             fail "M: rabbit-rpc did not say it joined the Go server's queue as it is:"
-            show <"$work/ours-second.err"
+            show <"$work/ours-second.log"
             stop "$ours_pid" 5
             stop "$go_pid" 5
         fi
@@ -220,7 +212,7 @@ fi
 if start_ours ours-first "$QUEUE.mixed-ours-first" --transient; then
     if go_server go-second "$QUEUE.mixed-ours-first"; then
         fleet "M: rabbit-rpc --transient first, the Go server's declaration matches" \
-            "$QUEUE.mixed-ours-first" "the Go tutorial server" "$work/go-second.err" 'fib*(20)' \
+            "$QUEUE.mixed-ours-first" "the Go tutorial server" "$work/go-second.log" 'fib*(20)' \
             "$go_pid" ours-first
     else
         stop "$ours_pid" 5

@@ -48,20 +48,12 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/interop-tutorial-python.XXXXXX")"
 say "queues: $QUEUE.*"
 queues=("$QUEUE.theirs-first" "$QUEUE.ours-first")
 
-# py_server NAME QUEUE: starts the tutorial's server on QUEUE, logging to
-# $work/NAME.out; sets py_pid; returns non-zero (after a FAIL line) if it
-# does not print that it awaits requests within 30 s.
+# py_server NAME QUEUE: the tutorial's server on QUEUE, as `launch NAME`;
+# sets py_pid.
 py_server() {
-    RPC_QUEUE="$2" "$PYTHON" "$HERE/rpc_server.py" >"$work/$1.out" 2>&1 &
-    py_pid=$!
-    pids+=("$py_pid")
-    if wait_for_line "$work/$1.out" " [x] Awaiting RPC requests" "$py_pid" 30; then
-        return 0
-    fi
-    fail "today's Python tutorial server on $2 did not start; its output:"
-    show <"$work/$1.out"
-    stop "$py_pid" 3
-    return 1
+    launch "$1" " [x] Awaiting RPC requests" "today's Python tutorial server on $2" \
+        env RPC_QUEUE="$2" "$PYTHON" "$HERE/rpc_server.py" || return
+    py_pid=$launched_pid
 }
 
 # --- J, L: the tutorial's server first -----------------------------------------
@@ -77,13 +69,13 @@ if py_server theirs-first "$QUEUE.theirs-first"; then
         show <"$work/call.err"
     fi
     if start_ours ours-second "$QUEUE.theirs-first"; then
-        if grep -qF "(existing queue, served as it is)" "$work/ours-second.err"; then
+        if grep -qF "(existing queue, served as it is)" "$work/ours-second.log"; then
             fleet "J: today's Python tutorial server first, rabbit-rpc joins its queue" \
-                "$QUEUE.theirs-first" "the Python tutorial server" "$work/theirs-first.out" \
+                "$QUEUE.theirs-first" "the Python tutorial server" "$work/theirs-first.log" \
                 ' [.] fib(20)' "$py_pid" ours-second
         else
             fail "J: rabbit-rpc did not say it joined the tutorial server's queue as it is:"
-            show <"$work/ours-second.err"
+            show <"$work/ours-second.log"
             stop "$ours_pid" 5
             stop "$py_pid" 5
         fi
@@ -95,7 +87,7 @@ fi
 # --- D: ours first ---------------------------------------------------------------
 
 if start_ours ours-first "$QUEUE.ours-first"; then
-    if grep -qF "(created it: durable quorum)" "$work/ours-first.err"; then
+    if grep -qF "(created it: durable quorum)" "$work/ours-first.log"; then
         rc=0
         RPC_QUEUE="$QUEUE.ours-first" bounded 60 "$work/client.out" "$work/client.out" \
             "$PYTHON" "$HERE/rpc_client.py" 30 || rc=$?
@@ -107,14 +99,14 @@ if start_ours ours-first "$QUEUE.ours-first"; then
         fi
         if py_server theirs-second "$QUEUE.ours-first"; then
             fleet "D: rabbit-rpc first, today's Python tutorial server's declaration matches" \
-                "$QUEUE.ours-first" "the Python tutorial server" "$work/theirs-second.out" \
+                "$QUEUE.ours-first" "the Python tutorial server" "$work/theirs-second.log" \
                 ' [.] fib(20)' "$py_pid" ours-first
         else
             stop "$ours_pid" 5
         fi
     else
         fail "D: rabbit-rpc did not say it created the queue durable and quorum:"
-        show <"$work/ours-first.err"
+        show <"$work/ours-first.log"
         stop "$ours_pid" 5
     fi
 fi

@@ -235,25 +235,27 @@ async fn conflict(
     error
 }
 
+/// The setting, its value on the queue and the value asked for, of a
+/// [`Error::QueueMismatch`].
+fn mismatch(error: &Error) -> (&str, &str, &str) {
+    match error {
+        Error::QueueMismatch {
+            setting,
+            existing,
+            asked,
+            ..
+        } => (setting, existing, asked),
+        other => panic!("expected QueueMismatch, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_queue_type_that_conflicts_fails_at_once_naming_the_setting_and_changes_nothing() {
     let error = conflict("conflict_type", Declaration::Today, |b| {
         b.queue_type(QueueType::Classic)
     })
     .await;
-    let Error::QueueMismatch {
-        setting,
-        existing,
-        asked,
-        ..
-    } = &error
-    else {
-        panic!("expected QueueMismatch, got {error:?}")
-    };
-    assert_eq!(
-        (setting.as_str(), existing.as_str(), asked.as_str()),
-        ("x-queue-type", "'quorum'", "'classic'")
-    );
+    assert_eq!(mismatch(&error), ("x-queue-type", "'quorum'", "'classic'"));
     let message = error.to_string();
     assert!(
         message.contains("x-queue-type is 'quorum' there")
@@ -269,11 +271,7 @@ async fn a_delivery_limit_the_queue_lacks_fails_at_once_and_changes_nothing() {
         b.delivery_limit(5)
     })
     .await;
-    assert!(
-        matches!(&error, Error::QueueMismatch { setting, existing, asked, .. }
-            if setting == "x-delivery-limit" && existing == "not set" && asked == "5"),
-        "{error:?}"
-    );
+    assert_eq!(mismatch(&error), ("x-delivery-limit", "not set", "5"));
 }
 
 #[tokio::test]
@@ -282,11 +280,7 @@ async fn asking_for_a_durable_queue_where_a_transient_one_exists_fails_at_once()
         b.queue_type(QueueType::Classic)
     })
     .await;
-    assert!(
-        matches!(&error, Error::QueueMismatch { setting, existing, asked, .. }
-            if setting == "durable" && existing == "false" && asked == "true"),
-        "{error:?}"
-    );
+    assert_eq!(mismatch(&error), ("durable", "false", "true"));
 }
 
 #[tokio::test]
