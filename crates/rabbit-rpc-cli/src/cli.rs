@@ -131,6 +131,22 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub delivery_limit: Option<u32>,
 
+    /// Also answer requests whose reply_to starts with PREFIX (repeatable).
+    /// By default serve answers only reply addresses: direct reply-to,
+    /// server-named queues (amq.gen-…) and rabbit-rpc clients' reply queues
+    /// (rabbit-rpc.reply.…), which every tutorial client uses. A request
+    /// whose reply_to names any other queue is refused (not run, not
+    /// answered, logged), so nobody can make the server publish into
+    /// another service's queue.
+    #[arg(long, value_name = "PREFIX", value_parser = parse_reply_to_prefix)]
+    pub allow_reply_to: Vec<String>,
+
+    /// Answer any reply_to, as earlier versions and the tutorial's servers
+    /// do. Unsafe on a shared virtual host: whoever may publish to the
+    /// request queue can then make this server publish into any queue.
+    #[arg(long, conflicts_with = "allow_reply_to")]
+    pub allow_any_reply_to: bool,
+
     /// The largest request body worked on; larger ones get a
     /// resource_exhausted reply.
     #[arg(long, default_value_t = rabbit_rpc::DEFAULT_MAX_REQUEST_SIZE, value_name = "BYTES")]
@@ -246,6 +262,18 @@ impl BenchArgs {
             None => self.body.clone().into_bytes(),
         }
     }
+}
+
+/// A `--allow-reply-to` prefix; `orders.*` reads as `orders.`.
+fn parse_reply_to_prefix(text: &str) -> Result<String, String> {
+    let prefix = text.trim_end_matches('*');
+    if prefix.is_empty() {
+        return Err(
+            "an empty prefix would allow every queue; say --allow-any-reply-to if that is meant"
+                .to_owned(),
+        );
+    }
+    Ok(prefix.to_owned())
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -70,6 +70,12 @@ async fn serve<H: Handler>(
     if let Some(limit) = args.delivery_limit {
         builder = builder.delivery_limit(limit);
     }
+    for prefix in &args.allow_reply_to {
+        builder = builder.allow_reply_to_prefix(prefix);
+    }
+    if args.allow_any_reply_to {
+        builder = builder.allow_any_reply_to();
+    }
     let server = builder.bind().await?;
     let stats = server.stats();
     let queue = match server.queue_origin() {

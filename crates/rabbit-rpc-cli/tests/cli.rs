@@ -189,12 +189,16 @@ async fn bad_arguments_are_usage_errors() {
     assert_eq!(code(&output), exit::USAGE, "{}", stderr(&output));
     let output = rabbit_rpc(&["serve", "fib", "--concurrency", "0"]).await;
     assert_eq!(code(&output), exit::USAGE, "{}", stderr(&output));
-    // Queue settings that make no queue.
+    // Queue settings that make no queue, and reply_to policies that read
+    // two ways.
     for settings in [
         &["--transient", "--delivery-limit", "3"][..],
         &["--transient", "--queue-type", "quorum"][..],
         &["--queue-type", "classic", "--delivery-limit", "3"][..],
         &["--queue-type", "stream"][..],
+        // A reply_to policy that allows everything says so explicitly.
+        &["--allow-reply-to", "*"][..],
+        &["--allow-reply-to", "x.", "--allow-any-reply-to"][..],
     ] {
         let output = rabbit_rpc(&[&["serve", "fib"][..], settings].concat()).await;
         assert_eq!(
@@ -426,5 +430,55 @@ async fn serve_with_a_queue_setting_the_queue_lacks_exits_8_changing_nothing() {
     );
     assert_eq!(common::queue_info(&queue).await, before);
     assert_eq!(common::ready_messages(&queue).await, 1);
+    let _ = connection.close(200, "done".into()).await;
+}
+
+#[tokio::test]
+async fn serve_refuses_replies_into_other_queues_with_one_log_line_unless_allowed() {
+    let (connection, channel) = common::raw_channel().await;
+    let victim = common::unique_queue("cli_victim");
+    let _victim_cleanup = common::DeleteOnDrop(victim.clone());
+    common::declare(&channel, &victim).await;
+    let inject = |queue: String, reply_to: String, n: usize| {
+        let channel = channel.clone();
+        async move {
+            for i in 0..n {
+                let properties = lapin::BasicProperties::default()
+                    .with_reply_to(reply_to.as_str().into())
+                    .with_correlation_id(format!("inject-{i}").into());
+                common::publish(&channel, &queue, b"30", properties).await;
+            }
+        }
+    };
+
+    // By default: 100 requests, no reply in the victim's queue, one line.
+    let queue = common::unique_queue("cli_reply_to");
+    let _cleanup = common::DeleteOnDrop(queue.clone());
+    let mut server = serve(&queue).await;
+    inject(queue.clone(), victim.clone(), 100).await;
+    common::wait_for_ready(&queue, 0, "the injected requests are settled").await;
+    let output = rabbit_rpc(&["call", "--queue", &queue, "10"]).await;
+    assert_eq!(stdout(&output), "55\n", "{}", stderr(&output));
+    assert_eq!(common::ready_messages(&victim).await, 0);
+    server.stop().await;
+    let refusals = server.lines(|line| line.contains("refusing a request whose reply_to"));
+    assert_eq!(refusals.len(), 1, "{refusals:#?}");
+    assert!(
+        refusals[0].contains(&victim) && refusals[0].contains("--allow-reply-to"),
+        "{refusals:#?}"
+    );
+    let stopped = server.lines(|line| line.contains("stopped:"));
+    assert!(
+        stopped[0].contains("100 refused for their reply_to"),
+        "{stopped:?}"
+    );
+
+    // Allowed by prefix, the same requests are answered into that queue.
+    let prefix = victim[..victim.len() - 4].to_owned();
+    let mut server =
+        ServeProcess::start("fib", &queue, &["--allow-reply-to", &format!("{prefix}*")]).await;
+    inject(queue.clone(), victim.clone(), 3).await;
+    common::wait_for_ready(&victim, 3, "the answers land in the allowed queue").await;
+    server.stop().await;
     let _ = connection.close(200, "done".into()).await;
 }

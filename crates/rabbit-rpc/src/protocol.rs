@@ -41,6 +41,10 @@ pub const MAX_SENT_TIMEOUT: Duration = Duration::from_millis(u32::MAX as u64);
 /// channel, with no queue to declare or clean up.
 pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
+/// The name prefix of every reply queue a rabbit-rpc client declares. Servers
+/// answer these by default (see `ServerBuilder::allow_reply_to_prefix`).
+pub const REPLY_QUEUE_PREFIX: &str = "rabbit-rpc.reply.";
+
 /// Content type of the body of an error reply: the UTF-8 message.
 pub const ERROR_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 

@@ -23,7 +23,7 @@ use crate::{
     BrokerUrl, Error,
     broker::{Backoff, Endpoints},
     in_flight::InFlight,
-    protocol::{self, DIRECT_REPLY_TO},
+    protocol::{self, DIRECT_REPLY_TO, REPLY_QUEUE_PREFIX},
 };
 
 /// How long closing a connection may take before the client stops waiting
@@ -94,7 +94,7 @@ impl Session {
             ReplyQueue::Exclusive => {
                 // Named by us, fresh for every connection: the broker
                 // deletes an exclusive queue with its connection.
-                let name = format!("rabbit-rpc.reply.{}", uuid::Uuid::new_v4().simple());
+                let name = format!("{REPLY_QUEUE_PREFIX}{}", uuid::Uuid::new_v4().simple());
                 channel
                     .queue_declare(
                         name.as_str().into(),

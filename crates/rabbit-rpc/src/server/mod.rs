@@ -3,6 +3,7 @@
 //! goes away; drain on shutdown.
 
 mod queue;
+mod reply_to;
 mod request;
 mod stats;
 
@@ -27,6 +28,7 @@ use crate::{
     broker::{Backoff, DEFAULT_CONNECT_TIMEOUT, Endpoints, STABLE_CONNECTION},
 };
 use queue::QueueSettings;
+use reply_to::ReplyToPolicy;
 use request::Shared;
 use stats::Count;
 
@@ -59,6 +61,7 @@ pub struct ServerBuilder {
     prefetch: u16,
     concurrency: usize,
     declare: QueueSettings,
+    reply_to: ReplyToPolicy,
     connect_timeout: Duration,
     max_request_size: usize,
     max_reply_size: usize,
@@ -75,6 +78,7 @@ impl Default for ServerBuilder {
             prefetch: DEFAULT_PREFETCH,
             concurrency: DEFAULT_CONCURRENCY,
             declare: QueueSettings::default(),
+            reply_to: ReplyToPolicy::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_request_size: DEFAULT_MAX_REQUEST_SIZE,
             max_reply_size: DEFAULT_MAX_REPLY_SIZE,
@@ -170,6 +174,42 @@ impl ServerBuilder {
     /// (see [`queue_type`](Self::queue_type)).
     pub fn queue_arguments(mut self, arguments: FieldTable) -> ServerBuilder {
         self.declare.arguments = arguments;
+        self
+    }
+
+    /// Also answers requests whose `reply_to` starts with `prefix`.
+    ///
+    /// A server publishes each reply to the queue its request's `reply_to`
+    /// names, so a request could make it publish into any queue of the
+    /// virtual host. By default it answers only reply addresses: direct
+    /// reply-to (`amq.rabbitmq.reply-to.…`), server-named queues
+    /// (`amq.gen-…`) and rabbit-rpc clients' reply queues
+    /// ([`REPLY_QUEUE_PREFIX`](crate::protocol::REPLY_QUEUE_PREFIX)), which
+    /// is what every tutorial client uses. A request with any other
+    /// `reply_to` is not run and not answered: it is rejected without
+    /// requeue, counted in [`ServerStats::refused`] and logged once per
+    /// address per minute. Allow the reply queues of clients that name
+    /// their own here. May be called several times.
+    pub fn allow_reply_to_prefix(mut self, prefix: impl Into<String>) -> ServerBuilder {
+        self.reply_to.allow_prefix(prefix.into());
+        self
+    }
+
+    /// Also answers requests whose `reply_to` is exactly `queue` (see
+    /// [`allow_reply_to_prefix`](Self::allow_reply_to_prefix)). May be
+    /// called several times.
+    pub fn allow_reply_to_queue(mut self, queue: impl Into<String>) -> ServerBuilder {
+        self.reply_to.allow_queue(queue.into());
+        self
+    }
+
+    /// Answers any `reply_to` but the request queue itself: the behaviour of
+    /// earlier versions, and of the tutorial's servers. **Unsafe on a
+    /// shared virtual host**: whoever may publish to the request queue can
+    /// then make this server publish into any queue there (see
+    /// [`allow_reply_to_prefix`](Self::allow_reply_to_prefix)).
+    pub fn allow_any_reply_to(mut self) -> ServerBuilder {
+        self.reply_to.allow_any();
         self
     }
 
@@ -430,6 +470,8 @@ impl Server {
             max_request_size: builder.max_request_size,
             max_reply_size: builder.max_reply_size,
             stats: stats.clone(),
+            reply_to: builder.reply_to.clone(),
+            refusals: Default::default(),
             permits: Arc::new(Semaphore::new(
                 builder.concurrency.min(Semaphore::MAX_PERMITS),
             )),

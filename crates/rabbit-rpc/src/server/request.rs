@@ -16,6 +16,7 @@ use tracing::{debug, error, warn};
 
 use super::{
     Failure,
+    reply_to::{RefusalLog, ReplyToPolicy},
     stats::{Count, ServerStats},
 };
 use crate::{
@@ -38,6 +39,9 @@ pub(super) struct Shared<H> {
     pub(super) max_request_size: usize,
     pub(super) max_reply_size: usize,
     pub(super) stats: ServerStats,
+    /// Where replies may go.
+    pub(super) reply_to: ReplyToPolicy,
+    pub(super) refusals: RefusalLog,
     pub(super) permits: Arc<Semaphore>,
     /// Cancelled when the server starts draining.
     pub(super) draining: CancellationToken,
@@ -112,13 +116,21 @@ impl<H: Handler> Shared<H> {
             Some(reply_to) if !reply_to.as_str().is_empty() => reply_to.clone(),
             _ => {
                 warn!(queue = %self.queue, "dropping a request without reply_to: there is nowhere to answer");
-                self.reject(&delivery).await;
+                self.stats.add(Count::Dropped);
+                reject(&delivery).await;
                 return;
             }
         };
         if reply_to.as_str() == self.queue {
             warn!(queue = %self.queue, "dropping a request whose reply_to is the request queue itself: answering would loop");
-            self.reject(&delivery).await;
+            self.stats.add(Count::Dropped);
+            reject(&delivery).await;
+            return;
+        }
+        if !self.reply_to.allows(reply_to.as_str()) {
+            self.refusals.refused(&self.queue, reply_to.as_str());
+            self.stats.add(Count::Refused);
+            reject(&delivery).await;
             return;
         }
         // A timeout too large for the clock means no deadline.
@@ -221,18 +233,17 @@ impl<H: Handler> Shared<H> {
             }
         }
     }
+}
 
-    /// Rejects without requeueing: the broker dead-letters the request if
-    /// the queue has a dead-letter exchange, else drops it.
-    async fn reject(&self, delivery: &Delivery) {
-        self.stats.add(Count::Dropped);
-        let options = BasicNackOptions {
-            requeue: false,
-            ..BasicNackOptions::default()
-        };
-        if let Err(error) = delivery.acker.nack(options).await {
-            warn!(%error, "could not reject a request; the broker will redeliver it");
-        }
+/// Rejects without requeueing: the broker dead-letters the request if the
+/// queue has a dead-letter exchange, else drops it.
+async fn reject(delivery: &Delivery) {
+    let options = BasicNackOptions {
+        requeue: false,
+        ..BasicNackOptions::default()
+    };
+    if let Err(error) = delivery.acker.nack(options).await {
+        warn!(%error, "could not reject a request; the broker will redeliver it");
     }
 }
 

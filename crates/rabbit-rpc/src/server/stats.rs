@@ -20,6 +20,7 @@ struct Counters {
     dropped: AtomicU64,
     redelivered: AtomicU64,
     requeued: AtomicU64,
+    refused: AtomicU64,
     reconnections: AtomicU64,
 }
 
@@ -32,6 +33,7 @@ pub(super) enum Count {
     Dropped,
     Redelivered,
     Requeued,
+    Refused,
     Reconnection,
 }
 
@@ -45,6 +47,7 @@ impl ServerStats {
             Count::Dropped => &counters.dropped,
             Count::Redelivered => &counters.redelivered,
             Count::Requeued => &counters.requeued,
+            Count::Refused => &counters.refused,
             Count::Reconnection => &counters.reconnections,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -86,6 +89,14 @@ impl ServerStats {
         self.0.requeued.load(Ordering::Relaxed)
     }
 
+    /// Requests refused because their `reply_to` is not an address the
+    /// server may answer (see
+    /// [`ServerBuilder::allow_reply_to_prefix`](super::ServerBuilder::allow_reply_to_prefix)):
+    /// not run, not answered, rejected without requeue.
+    pub fn refused(&self) -> u64 {
+        self.0.refused.load(Ordering::Relaxed)
+    }
+
     /// How many times the server reconnected after losing the broker.
     pub fn reconnections(&self) -> u64 {
         self.0.reconnections.load(Ordering::Relaxed)
@@ -96,11 +107,12 @@ impl std::fmt::Display for ServerStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} answered ({} with errors), {} expired, {} dropped, {} redelivered, {} requeued, {} reconnections",
+            "{} answered ({} with errors), {} expired, {} dropped, {} refused for their reply_to, {} redelivered, {} requeued, {} reconnections",
             self.answered(),
             self.errors(),
             self.expired(),
             self.dropped(),
+            self.refused(),
             self.redelivered(),
             self.requeued(),
             self.reconnections()
