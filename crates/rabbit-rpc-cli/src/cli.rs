@@ -19,7 +19,7 @@ pub struct Cli {
         global = true,
         env = "AMQP_URL",
         value_delimiter = ',',
-        default_value = rabbit_rpc::DEFAULT_URL,
+        default_value = rabbit_rpc::BrokerUrl::DEFAULT,
         hide_default_value = true,
         hide_env_values = true
     )]
@@ -37,15 +37,19 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The queue of `call` and `bench`, and of `serve` with one service: the
+/// tutorial's.
+pub const DEFAULT_QUEUE: &str = "rpc_queue";
+
+/// The largest n `serve fib` serves unless told otherwise.
+const DEFAULT_MAX_N: u64 = crate::fib::DEFAULT_MAX_N;
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve a service on a queue until Ctrl-C or SIGTERM.
-    Serve {
-        /// The service to serve.
-        #[command(subcommand)]
-        service: Service,
-    },
+    /// Serve one or more services, each on its own queue, over one
+    /// connection, until Ctrl-C or SIGTERM.
+    Serve(ServeArgs),
     /// Send one request and print the reply.
     #[command(allow_negative_numbers = true)]
     Call(CallArgs),
@@ -55,47 +59,152 @@ pub enum Command {
 }
 
 /// The services `serve` can run.
-#[derive(Debug, Subcommand)]
-pub enum Service {
-    /// fibonacci(n): body n as decimal text, reply fib(n) as decimal text.
-    Fib(FibArgs),
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum ServiceName {
+    /// fibonacci(n): body n as decimal text, reply fib(n) as decimal text;
+    /// or body {"n": n} as JSON, reply {"n": n, "fib": "…"}.
+    Fib,
     /// Replies with the request body, unchanged (for tests and benchmarks).
-    Echo(EchoArgs),
+    Echo,
 }
 
-/// `rabbit-rpc serve fib` options.
+impl ServiceName {
+    /// The name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceName::Fib => "fib",
+            ServiceName::Echo => "echo",
+        }
+    }
+
+    /// The queue it listens on when served beside others, unless named.
+    fn own_queue(self) -> &'static str {
+        match self {
+            ServiceName::Fib => DEFAULT_QUEUE,
+            ServiceName::Echo => "echo",
+        }
+    }
+}
+
+impl std::fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `rabbit-rpc serve` options.
 #[derive(Debug, Args)]
-pub struct FibArgs {
+#[command(after_help = "\
+Queues: one service listens on --queue NAME (default rpc_queue). Several \
+services in one process share one connection, each on its own queue: fib on \
+rpc_queue, echo on echo; name one with --queue SERVICE=NAME (repeatable), \
+e.g. `rabbit-rpc serve fib echo --queue echo=echo.v2`.")]
+pub struct ServeArgs {
+    /// The services to serve.
+    #[arg(required = true, value_enum, value_name = "SERVICE")]
+    pub services: Vec<ServiceName>,
+
     /// Options every service takes.
     #[command(flatten)]
     pub server: ServerArgs,
 
-    /// The largest n served; larger ones get an invalid_argument reply.
-    #[arg(long, default_value_t = crate::fib::DEFAULT_MAX_N)]
-    pub max_n: u64,
+    /// fib: the largest n served; larger ones get an invalid_argument reply
+    /// [default: 100000].
+    #[arg(long, value_name = "N")]
+    pub max_n: Option<u64>,
 }
 
-/// `rabbit-rpc serve echo` options.
-#[derive(Debug, Args)]
-pub struct EchoArgs {
-    /// Options every service takes.
-    #[command(flatten)]
-    pub server: ServerArgs,
+impl ServeArgs {
+    /// Each service with its queue, checked: no service twice, no queue
+    /// twice, `--queue NAME` only for one service, `--queue SERVICE=NAME`
+    /// only for a service being served, `--max-n` only with fib.
+    ///
+    /// # Errors
+    /// What is wrong, for a usage error.
+    pub fn queues(&self) -> Result<Vec<(ServiceName, String)>, String> {
+        let mut services = self.services.clone();
+        services.sort();
+        if services.windows(2).any(|pair| pair[0] == pair[1]) {
+            return Err("a service is named twice; name each once".to_owned());
+        }
+        if self.max_n.is_some() && !services.contains(&ServiceName::Fib) {
+            return Err("--max-n is an option of fib, which is not being served".to_owned());
+        }
+        let mut named: Vec<(ServiceName, String)> = Vec::new();
+        let mut bare: Vec<&str> = Vec::new();
+        for value in &self.server.queue {
+            let per_service = value.split_once('=').and_then(|(service, queue)| {
+                <ServiceName as clap::ValueEnum>::from_str(service, false)
+                    .ok()
+                    .map(|service| (service, queue))
+            });
+            match per_service {
+                Some((service, queue)) if services.contains(&service) => {
+                    named.push((service, queue.to_owned()));
+                }
+                Some((service, _)) => {
+                    return Err(format!("--queue {value}: {service} is not being served"));
+                }
+                None => bare.push(value),
+            }
+        }
+        if !bare.is_empty() && (services.len() > 1 || bare.len() > 1 || !named.is_empty()) {
+            return Err(format!(
+                "--queue {}: with several services or queues, name each as --queue SERVICE=NAME",
+                bare[0]
+            ));
+        }
+        let queues: Vec<(ServiceName, String)> = self
+            .services
+            .iter()
+            .map(|&service| {
+                let queue = named
+                    .iter()
+                    .rev()
+                    .find(|(s, _)| *s == service)
+                    .map(|(_, queue)| queue.clone())
+                    .or_else(|| bare.first().map(|q| (*q).to_owned()))
+                    .unwrap_or_else(|| {
+                        if services.len() == 1 {
+                            DEFAULT_QUEUE.to_owned()
+                        } else {
+                            service.own_queue().to_owned()
+                        }
+                    });
+                (service, queue)
+            })
+            .collect();
+        for (i, (service, queue)) in queues.iter().enumerate() {
+            if let Some((other, _)) = queues[i + 1..].iter().find(|(_, q)| q == queue) {
+                return Err(format!(
+                    "{service} and {other} would both listen on queue '{queue}'; give each its own with --queue SERVICE=NAME"
+                ));
+            }
+        }
+        Ok(queues)
+    }
+
+    /// fib's largest n.
+    pub fn max_n(&self) -> u64 {
+        self.max_n.unwrap_or(DEFAULT_MAX_N)
+    }
 }
 
-/// Options of `rabbit-rpc serve SERVICE`.
+/// Options of `rabbit-rpc serve SERVICE...`.
 #[derive(Debug, Args)]
 pub struct ServerArgs {
-    /// The request queue.
-    #[arg(long, default_value = rabbit_rpc::DEFAULT_QUEUE)]
-    pub queue: String,
+    /// The request queue: NAME for one service [default: rpc_queue], or
+    /// SERVICE=NAME for each of several (see below).
+    #[arg(long, value_name = "[SERVICE=]NAME")]
+    pub queue: Vec<String>,
 
-    /// How many requests are handled at once.
-    #[arg(long, default_value_t = rabbit_rpc::DEFAULT_CONCURRENCY, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    /// How many requests of each service are handled at once.
+    #[arg(long, default_value_t = rabbit_rpc::ServerBuilder::DEFAULT_CONCURRENCY, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub concurrency: usize,
 
-    /// How many unacknowledged requests the broker sends ahead.
-    #[arg(long, default_value_t = rabbit_rpc::DEFAULT_PREFETCH, value_parser = clap::value_parser!(u16).range(1..))]
+    /// How many unacknowledged requests the broker sends ahead, per
+    /// service.
+    #[arg(long, default_value_t = rabbit_rpc::ServerBuilder::DEFAULT_PREFETCH, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
 
     /// The type of queue declared when the request queue does not exist
@@ -149,7 +258,7 @@ pub struct ServerArgs {
 
     /// The largest request body worked on; larger ones get a
     /// resource_exhausted reply.
-    #[arg(long, default_value_t = rabbit_rpc::DEFAULT_MAX_REQUEST_SIZE, value_name = "BYTES")]
+    #[arg(long, default_value_t = rabbit_rpc::ServerBuilder::DEFAULT_MAX_REQUEST_SIZE, value_name = "BYTES")]
     pub max_request_size: usize,
 
     /// On Ctrl-C or SIGTERM, how long to wait for requests being handled
@@ -158,7 +267,7 @@ pub struct ServerArgs {
     pub drain_timeout: Duration,
 
     /// The connection name shown by `rabbitmqctl list_connections`
-    /// [default: rabbit-rpc serve SERVICE].
+    /// [default: rabbit-rpc serve SERVICE...].
     #[arg(long)]
     pub connection_name: Option<String>,
 }
@@ -191,7 +300,7 @@ impl ServerArgs {
 #[derive(Debug, Args)]
 pub struct CallArgs {
     /// The request queue.
-    #[arg(long, default_value = rabbit_rpc::DEFAULT_QUEUE)]
+    #[arg(long, default_value = DEFAULT_QUEUE)]
     pub queue: String,
 
     /// How long to wait for the reply, e.g. 3s, 500ms, 1m.
@@ -207,7 +316,7 @@ pub struct CallArgs {
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// The request queue.
-    #[arg(long, default_value = rabbit_rpc::DEFAULT_QUEUE)]
+    #[arg(long, default_value = DEFAULT_QUEUE)]
     pub queue: String,
 
     /// How many calls to make.
@@ -350,6 +459,71 @@ mod tests {
         assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("3 parsecs").is_err());
         assert!(parse_duration("0s").is_err());
+    }
+
+    fn serve(args: &[&str]) -> Result<Vec<(ServiceName, String)>, String> {
+        let cli = Cli::try_parse_from([&["rabbit-rpc", "serve"][..], args].concat()).unwrap();
+        let Command::Serve(serve) = cli.command else {
+            panic!("not serve")
+        };
+        serve.queues()
+    }
+
+    #[test]
+    fn one_service_listens_on_rpc_queue_or_the_queue_named() {
+        assert_eq!(
+            serve(&["fib"]),
+            Ok(vec![(ServiceName::Fib, "rpc_queue".into())])
+        );
+        assert_eq!(
+            serve(&["echo"]),
+            Ok(vec![(ServiceName::Echo, "rpc_queue".into())])
+        );
+        assert_eq!(
+            serve(&["fib", "--queue", "math"]),
+            Ok(vec![(ServiceName::Fib, "math".into())])
+        );
+        assert_eq!(
+            serve(&["fib", "--queue", "fib=math"]),
+            Ok(vec![(ServiceName::Fib, "math".into())])
+        );
+        // A queue name with '=' that names no service is a name.
+        assert_eq!(
+            serve(&["fib", "--queue", "a=b"]),
+            Ok(vec![(ServiceName::Fib, "a=b".into())])
+        );
+    }
+
+    #[test]
+    fn several_services_each_take_their_own_queue() {
+        assert_eq!(
+            serve(&["fib", "echo"]),
+            Ok(vec![
+                (ServiceName::Fib, "rpc_queue".into()),
+                (ServiceName::Echo, "echo".into())
+            ])
+        );
+        assert_eq!(
+            serve(&["echo", "fib", "--queue", "echo=e2", "--queue", "fib=f2"]),
+            Ok(vec![
+                (ServiceName::Echo, "e2".into()),
+                (ServiceName::Fib, "f2".into())
+            ])
+        );
+    }
+
+    #[test]
+    fn ambiguous_serve_arguments_are_refused() {
+        for args in [
+            &["fib", "echo", "--queue", "q"][..],
+            &["fib", "fib"][..],
+            &["fib", "--queue", "echo=q"][..],
+            &["fib", "echo", "--queue", "echo=rpc_queue"][..],
+            &["echo", "--max-n", "5"][..],
+            &["fib", "--queue", "a", "--queue", "b"][..],
+        ] {
+            assert!(serve(args).is_err(), "{args:?}");
+        }
     }
 
     #[test]

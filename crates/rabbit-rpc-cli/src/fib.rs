@@ -2,7 +2,10 @@
 
 use num_bigint::BigUint;
 use num_traits::{One, Zero};
-use rabbit_rpc::{Handler, Request, Response, Status};
+use rabbit_rpc::{
+    Handler, Request, Response, Status,
+    codec::{Codec, Json},
+};
 
 /// The largest `n` served unless configured otherwise (fib(100000) has 20899
 /// digits).
@@ -77,17 +80,79 @@ fn shorten(text: &str) -> String {
     }
 }
 
-/// The fibonacci RPC handler: body `n` as decimal text, reply fib(n) as
-/// decimal text.
+/// The fibonacci RPC handler. As text (the tutorial's form): body `n` as
+/// decimal text, reply fib(n) as decimal text. As JSON (content type
+/// `application/json`, or a body that starts with `{`): body `{"n": 30}`,
+/// reply `{"n": 30, "fib": "832040"}` (the number as a string: it exceeds
+/// every language's integers). Out-of-range input gets `invalid_argument`
+/// with details `{"field": "n", "min": 0, "max": MAX_N}`.
 #[derive(Debug, Clone, Copy)]
 pub struct FibService {
     max_n: u64,
+}
+
+/// A JSON request.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRequest {
+    n: serde_json::Number,
+}
+
+/// A JSON reply.
+#[derive(Debug, serde::Serialize)]
+struct JsonReply {
+    n: u64,
+    fib: String,
+}
+
+/// The details of an out-of-range error: which field, and the range.
+#[derive(Debug, serde::Serialize)]
+struct Range {
+    field: &'static str,
+    min: u64,
+    max: u64,
 }
 
 impl FibService {
     /// Serves `0..=max_n`.
     pub fn new(max_n: u64) -> FibService {
         FibService { max_n }
+    }
+
+    fn range(&self) -> Range {
+        Range {
+            field: "n",
+            min: 0,
+            max: self.max_n,
+        }
+    }
+
+    /// `n` of a JSON request.
+    fn json_n(&self, body: &[u8]) -> Result<u64, Status> {
+        let expected = format!(
+            "expected {{\"n\": n}} with n a whole number, 0 <= n <= {}",
+            self.max_n
+        );
+        let request: JsonRequest = Json::decode(body).map_err(|error| {
+            Status::invalid_argument(format!("the request is not valid: {error}; {expected}"))
+        })?;
+        match request.n.as_u64() {
+            Some(n) if n <= self.max_n => Ok(n),
+            Some(_) => Err(Status::invalid_argument(format!(
+                "n = {} is out of range; {expected}",
+                request.n
+            ))
+            .with_details(&self.range())),
+            None if request.n.is_i64() => Err(Status::invalid_argument(format!(
+                "n = {} is out of range; {expected}",
+                request.n
+            ))
+            .with_details(&self.range())),
+            None => Err(Status::invalid_argument(format!(
+                "n = {} is not a whole number; {expected}",
+                request.n
+            ))),
+        }
     }
 }
 
@@ -97,16 +162,49 @@ impl Default for FibService {
     }
 }
 
+/// Whether a request is in the JSON form.
+fn is_json(request: &Request) -> bool {
+    match request
+        .content_type()
+        .map(|c| c.split(';').next().unwrap_or_default().trim())
+    {
+        Some(media) if media.eq_ignore_ascii_case(Json::CONTENT_TYPE) => true,
+        // Typed by hand into a tutorial client, which sends text/plain or
+        // nothing.
+        _ => request.body().trim_ascii_start().starts_with(b"{"),
+    }
+}
+
+/// fib(n) as decimal text: on the reactor for small n, else on the
+/// blocking pool so it stalls nothing.
+async fn compute(n: u64) -> Result<String, Status> {
+    if n <= INLINE_MAX_N {
+        return Ok(fibonacci(n).to_string());
+    }
+    tokio::task::spawn_blocking(move || fibonacci(n).to_string())
+        .await
+        .map_err(|_| Status::unavailable("the server is shutting down"))
+}
+
 impl Handler for FibService {
     async fn call(&self, request: Request) -> Result<Response, Status> {
-        let n = parse_n(request.body(), self.max_n)?;
-        if n <= INLINE_MAX_N {
-            return Ok(fibonacci(n).to_string().into());
+        if is_json(&request) {
+            let n = self.json_n(request.body())?;
+            let reply = JsonReply {
+                n,
+                fib: compute(n).await?,
+            };
+            let body = Json::encode(&reply).map_err(|error| Status::internal(error.to_string()))?;
+            return Ok(Response::new(body).with_content_type(Json::CONTENT_TYPE));
         }
-        match tokio::task::spawn_blocking(move || fibonacci(n).to_string()).await {
-            Ok(text) => Ok(text.into()),
-            Err(_) => Err(Status::unavailable("the server is shutting down")),
-        }
+        let n = parse_n(request.body(), self.max_n).map_err(|status| {
+            if status.message().contains("out of range") {
+                status.with_details(&self.range())
+            } else {
+                status
+            }
+        })?;
+        Ok(compute(n).await?.into())
     }
 }
 
@@ -194,6 +292,57 @@ mod tests {
                 .message()
                 .starts_with("n = -1 is out of range")
         );
+    }
+
+    async fn ask(body: &str, content_type: Option<&str>) -> Result<Response, Status> {
+        let mut context = rabbit_rpc::Context::new();
+        if let Some(content_type) = content_type {
+            context = context.with_content_type(content_type);
+        }
+        FibService::new(100)
+            .call(Request::new(body).with_context(context))
+            .await
+    }
+
+    #[tokio::test]
+    async fn speaks_json_as_well_as_text() {
+        let reply = ask(r#"{"n": 30}"#, Some("application/json")).await.unwrap();
+        assert_eq!(reply.body(), br#"{"n":30,"fib":"832040"}"#);
+        // Typed by hand into a tutorial client: text/plain, or nothing.
+        for content_type in [Some("text/plain"), None] {
+            let reply = ask(r#" {"n": 10}"#, content_type).await.unwrap();
+            assert_eq!(reply.body(), br#"{"n":10,"fib":"55"}"#);
+        }
+        let text = ask("30", Some("text/plain")).await.unwrap();
+        assert_eq!(text.body(), b"832040");
+    }
+
+    #[tokio::test]
+    async fn bad_json_gets_invalid_argument_saying_what_and_where() {
+        for (body, says) in [
+            (r#"{}"#, "missing field `n` at line 1 column 2"),
+            (r#"{"n": -1}"#, "n = -1 is out of range"),
+            (r#"{"n": 101}"#, "n = 101 is out of range"),
+            (r#"{"n": 2.5}"#, "n = 2.5 is not a whole number"),
+            (r#"{"n": "30"}"#, "n: invalid type: string"),
+            (r#"{"n": 3"#, "EOF while parsing"),
+            (r#"{"n": 3, "m": 4}"#, "unknown field `m`"),
+        ] {
+            let status = ask(body, Some("application/json")).await.unwrap_err();
+            assert_eq!(status.code(), rabbit_rpc::Code::InvalidArgument, "{body}");
+            assert!(status.message().contains(says), "{body}: {status}");
+            assert!(
+                status.message().contains("0 <= n <= 100"),
+                "{body}: {status}"
+            );
+        }
+        let out_of_range = ask(r#"{"n": 101}"#, None).await.unwrap_err();
+        assert_eq!(
+            out_of_range.details_json(),
+            Some(r#"{"field":"n","min":0,"max":100}"#)
+        );
+        let text = ask("101", None).await.unwrap_err();
+        assert!(text.details_json().is_some());
     }
 
     #[test]

@@ -5,10 +5,10 @@ use std::{
     process::ExitCode,
 };
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use rabbit_rpc_cli::{
     bench, call,
-    cli::{Cli, Command, Service},
+    cli::{Cli, Command},
     exit, serve,
 };
 use tracing_subscriber::EnvFilter;
@@ -36,12 +36,12 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> u8 {
     let result = match &cli.command {
-        Command::Serve {
-            service: Service::Fib(args),
-        } => serve::serve_fib(&cli.urls, args).await,
-        Command::Serve {
-            service: Service::Echo(args),
-        } => serve::serve_echo(&cli.urls, args).await,
+        Command::Serve(args) => match args.queues() {
+            Ok(queues) => serve::serve(&cli.urls, args, &queues).await,
+            Err(usage) => Cli::command()
+                .error(clap::error::ErrorKind::ArgumentConflict, usage)
+                .exit(),
+        },
         Command::Call(args) => match call::call(&cli.urls, args).await {
             Ok(reply) => {
                 let mut stdout = std::io::stdout().lock();

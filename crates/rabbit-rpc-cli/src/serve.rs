@@ -1,99 +1,94 @@
-//! `rabbit-rpc serve fib` and `rabbit-rpc serve echo`.
+//! `rabbit-rpc serve SERVICE...`: fib, echo, or both over one connection.
 
-use rabbit_rpc::{Error, Handler, QueueOrigin, QueueType, Request, Server, Status, handler_fn};
+use rabbit_rpc::{Error, QueueOrigin, QueueType, Request, Server, Status, handler_fn};
 use tracing::{info, warn};
 
 use crate::{
-    cli::{EchoArgs, FibArgs, ServerArgs},
+    cli::{ServeArgs, ServerArgs, ServiceName},
     exit,
     fib::FibService,
 };
 
-/// Serves the fibonacci service until Ctrl-C or SIGTERM, then drains.
+/// Serves each of `queues` (a service and its queue, from
+/// [`ServeArgs::queues`]) until Ctrl-C or SIGTERM, then drains.
 ///
 /// # Errors
-/// When binding to the queue fails or the connection is lost.
-pub async fn serve_fib(urls: &[String], args: &FibArgs) -> Result<(), Error> {
-    let detail = format!("n up to {}", args.max_n);
-    serve(
-        urls,
-        &args.server,
-        "fib",
-        &detail,
-        FibService::new(args.max_n),
-    )
-    .await
-}
-
-/// Serves the echo service until Ctrl-C or SIGTERM, then drains.
-///
-/// # Errors
-/// When binding to the queue fails or the connection is lost.
-pub async fn serve_echo(urls: &[String], args: &EchoArgs) -> Result<(), Error> {
-    let echo = handler_fn(|request: Request| async move { Ok::<_, Status>(request.into_body()) });
-    serve(
-        urls,
-        &args.server,
-        "echo",
-        "replies with the request body",
-        echo,
-    )
-    .await
-}
-
-async fn serve<H: Handler>(
+/// When binding to a queue fails, or the connection is lost and cannot come
+/// back.
+pub async fn serve(
     urls: &[String],
-    args: &ServerArgs,
-    service: &str,
-    detail: &str,
-    handler: H,
+    args: &ServeArgs,
+    queues: &[(ServiceName, String)],
 ) -> Result<(), Error> {
     let signals = Signals::listen();
+    let server_args = &args.server;
+    let names: Vec<&str> = queues.iter().map(|(service, _)| service.as_str()).collect();
     let mut builder = Server::builder()
         .urls(urls)
-        .queue(&args.queue)
-        .prefetch(args.prefetch)
-        .concurrency(args.concurrency)
-        .max_request_size(args.max_request_size)
-        .drain_timeout(args.drain_timeout)
+        .prefetch(server_args.prefetch)
+        .concurrency(server_args.concurrency)
+        .max_request_size(server_args.max_request_size)
+        .drain_timeout(server_args.drain_timeout)
         .connection_name(
-            args.connection_name
+            server_args
+                .connection_name
                 .clone()
-                .unwrap_or_else(|| format!("rabbit-rpc serve {service}")),
+                .unwrap_or_else(|| format!("rabbit-rpc serve {}", names.join(" "))),
         );
-    if let Some(queue_type) = args.queue_type() {
+    for (service, queue) in queues {
+        builder = match service {
+            ServiceName::Fib => builder.procedure(queue, FibService::new(args.max_n())),
+            ServiceName::Echo => builder.procedure(
+                queue,
+                handler_fn(|request: Request| async move { Ok::<_, Status>(request.into_body()) }),
+            ),
+        };
+    }
+    if let Some(queue_type) = server_args.queue_type() {
         builder = builder.queue_type(queue_type);
     }
-    if args.transient {
+    if server_args.transient {
         builder = builder.durable(false);
     }
-    if let Some(limit) = args.delivery_limit {
+    if let Some(limit) = server_args.delivery_limit {
         builder = builder.delivery_limit(limit);
     }
-    for prefix in &args.allow_reply_to {
+    for prefix in &server_args.allow_reply_to {
         builder = builder.allow_reply_to_prefix(prefix);
     }
-    if args.allow_any_reply_to {
+    if server_args.allow_any_reply_to {
         builder = builder.allow_any_reply_to();
     }
     let server = builder.bind().await?;
+    for (service, queue) in queues {
+        let origin = match server.queue_origin(queue) {
+            Some(QueueOrigin::Joined) => "existing queue, served as it is".to_owned(),
+            Some(QueueOrigin::Matched) => "existing queue, same settings".to_owned(),
+            _ => format!("created it: {}", declared(server_args)),
+        };
+        let detail = match service {
+            ServiceName::Fib => format!("n up to {}", args.max_n()),
+            ServiceName::Echo => "replies with the request body".to_owned(),
+        };
+        info!(
+            "serving {service} on queue '{queue}' ({origin}) at {} (concurrency {}, prefetch {}, {detail}); Ctrl-C to stop",
+            server.broker(),
+            server_args.concurrency,
+            server_args.prefetch
+        );
+    }
     let stats = server.stats();
-    let queue = match server.queue_origin() {
-        QueueOrigin::Joined => "existing queue, served as it is".to_owned(),
-        QueueOrigin::Matched => "existing queue, same settings".to_owned(),
-        _ => format!("created it: {}", declared(args)),
-    };
-    info!(
-        "serving {service} on queue '{}' ({queue}) at {} (concurrency {}, prefetch {}, {detail}); Ctrl-C to stop",
-        args.queue,
-        server.broker(),
-        args.concurrency,
-        args.prefetch
-    );
-    server
-        .serve_with_shutdown(handler, shutdown_signal(signals))
-        .await?;
+    let each: Vec<_> = queues
+        .iter()
+        .filter_map(|(service, queue)| Some((service, queue, server.procedure_stats(queue)?)))
+        .collect();
+    server.serve_with_shutdown(shutdown_signal(signals)).await?;
     info!("stopped: {stats}");
+    if each.len() > 1 {
+        for (service, queue, stats) in each {
+            info!("  {service} on '{queue}': {stats}");
+        }
+    }
     Ok(())
 }
 

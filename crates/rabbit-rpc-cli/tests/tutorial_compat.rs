@@ -20,13 +20,24 @@ use rabbit_rpc_cli::fib::FibService;
 /// `text/plain` request with `reply_to` and `correlation_id`, then wait for
 /// the reply with that id.
 async fn tutorial_call(queue: &str, body: &[u8]) -> (Vec<u8>, BasicProperties) {
+    tutorial_call_as(queue, body, Some("text/plain")).await
+}
+
+/// [`tutorial_call`] with another content type, or none.
+async fn tutorial_call_as(
+    queue: &str,
+    body: &[u8],
+    content_type: Option<&str>,
+) -> (Vec<u8>, BasicProperties) {
     let (connection, channel) = common::raw_channel().await;
     let (reply_queue, mut replies) = common::reply_queue(&channel).await;
     let correlation_id = uuid::Uuid::new_v4().to_string();
-    let properties = BasicProperties::default()
-        .with_content_type("text/plain".into())
+    let mut properties = BasicProperties::default()
         .with_correlation_id(correlation_id.as_str().into())
         .with_reply_to(reply_queue.as_str().into());
+    if let Some(content_type) = content_type {
+        properties = properties.with_content_type(content_type.into());
+    }
     common::publish(&channel, queue, body, properties).await;
     let wait = async {
         while let Some(Ok(reply)) = replies.next().await {
@@ -118,7 +129,7 @@ async fn our_client_gets_the_answer_from_a_tutorial_style_server() {
 async fn every_kind_of_bad_input_gets_invalid_argument_naming_the_range() {
     let server = TestServer::start("fib_bad_input", FibService::new(1000)).await;
     let client = common::client().await;
-    let bad: [&[u8]; 11] = [
+    let bad: [&[u8]; 14] = [
         b"-1",
         b"1001",
         b"abc",
@@ -128,8 +139,12 @@ async fn every_kind_of_bad_input_gets_invalid_argument_naming_the_range() {
         b"1e3",
         b"12345678901234567890123456",
         b"\xff\xfe\xfd",
-        b"{\"n\": 30}",
         b"0x10",
+        // JSON, which fib speaks too, but wrong.
+        b"{\"n\": -1}",
+        b"{\"n\": 1001}",
+        b"{\"n\": 3",
+        b"{\"m\": 3}",
     ];
     for body in bad {
         let error = client.call(&server.queue, body).await.unwrap_err();
@@ -156,6 +171,32 @@ async fn every_kind_of_bad_input_gets_invalid_argument_naming_the_range() {
             .text()
             .len(),
         209
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_raw_client_sending_json_gets_json_back_and_text_stays_text() {
+    let server = TestServer::start("fib_json", FibService::default()).await;
+    // The tutorial's client in plain lapin, with a JSON body, as any
+    // language would send it.
+    let (body, properties) =
+        tutorial_call_as(&server.queue, br#"{"n": 30}"#, Some("application/json")).await;
+    let reply: serde_json::Value = serde_json::from_slice(&body).expect("a JSON reply");
+    assert_eq!(reply, serde_json::json!({"n": 30, "fib": "832040"}));
+    assert_eq!(
+        properties.content_type().as_ref().map(|c| c.as_str()),
+        Some("application/json")
+    );
+    // Typed by hand into a tutorial client that says text/plain.
+    let (body, _) = tutorial_call_as(&server.queue, br#" {"n": 10}"#, Some("text/plain")).await;
+    assert_eq!(body, br#"{"n":10,"fib":"55"}"#);
+    // Text, exactly as before.
+    let (body, properties) = tutorial_call(&server.queue, b"30").await;
+    assert_eq!(body, b"832040");
+    assert_eq!(
+        properties.content_type().as_ref().map(|c| c.as_str()),
+        Some("text/plain")
     );
     server.stop().await.unwrap();
 }

@@ -112,9 +112,41 @@ pub enum Error {
         reason: String,
     },
 
-    /// Any other AMQP failure.
-    #[error("AMQP error: {0}")]
-    Amqp(#[source] lapin::Error),
+    /// A successful reply that does not decode as the type the caller
+    /// asked for (a typed call): the server answered something else.
+    #[error("the reply from queue '{queue}' does not decode: {reason}")]
+    Decode {
+        /// The queue the request was addressed to.
+        queue: String,
+        /// Why, with the decoder's words (and where in the reply).
+        reason: String,
+    },
+
+    /// Any other failure the broker or the client library reported.
+    #[error("broker error: {0}")]
+    Broker(#[source] BrokerError),
+}
+
+/// A failure reported by the broker or the AMQP client library, kept with
+/// its cause (`std::error::Error::source`) but without naming the
+/// library's types.
+#[derive(Debug)]
+pub struct BrokerError {
+    source: Box<dyn std::error::Error + Send + Sync>,
+    /// The broker sent a frame the client library could not parse.
+    unparsable: bool,
+}
+
+impl std::fmt::Display for BrokerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.source.fmt(f)
+    }
+}
+
+impl std::error::Error for BrokerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.source()
+    }
 }
 
 impl Error {
@@ -127,11 +159,12 @@ impl Error {
             Error::Timeout { .. } => Code::DeadlineExceeded,
             Error::NoRoute { .. } => Code::NotFound,
             Error::Declare { .. } | Error::QueueMismatch { .. } => Code::InvalidArgument,
+            Error::Decode { .. } => Code::Internal,
             Error::Connect { .. }
             | Error::NoServer { .. }
             | Error::Rejected { .. }
             | Error::ConnectionLost { .. }
-            | Error::Amqp(_) => Code::Unavailable,
+            | Error::Broker(_) => Code::Unavailable,
         }
     }
 
@@ -183,8 +216,17 @@ impl Error {
                     reason: error.to_string(),
                 }
             }
-            _ => Error::Amqp(error),
+            _ => Error::Broker(BrokerError {
+                unparsable: matches!(error.kind(), ErrorKind::ParsingError(_)),
+                source: Box::new(error),
+            }),
         }
+    }
+
+    /// Whether the broker sent something the client library cannot parse
+    /// (a message whose properties are not valid UTF-8, say).
+    pub(crate) fn is_unparsable(&self) -> bool {
+        matches!(self, Error::Broker(broker) if broker.unparsable)
     }
 }
 
@@ -204,7 +246,7 @@ mod tests {
             AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED),
             "ACCESS_REFUSED".into(),
         )));
-        assert!(matches!(Error::from_lapin(refused), Error::Amqp(_)));
+        assert!(matches!(Error::from_lapin(refused), Error::Broker(_)));
     }
 
     #[test]

@@ -4,79 +4,127 @@
 //! queue with `reply_to` and a unique `correlation_id`; a server consumes the
 //! queue, computes, publishes the answer to `reply_to` with the same
 //! `correlation_id`, and acknowledges. This crate adds what the tutorial
-//! leaves out: many concurrent calls on one connection, timeouts, distinct
-//! errors for "no such queue", "no server", "too slow" and "server error",
-//! error replies instead of crashes, and panics that stay inside the handler.
-//! It stays wire-compatible with the tutorial's clients and servers in every
-//! language (see [`protocol`] and `docs/PROTOCOL.md`).
+//! leaves out: many concurrent calls on one connection, deadlines, a
+//! distinct error for every failure ("no such queue", "no server", "too
+//! slow", "server error", "connection lost"), error replies instead of
+//! crashes, reconnection, many procedures per server, typed procedures with
+//! serde, and an in-memory broker for tests. It stays wire-compatible with
+//! the tutorial's clients and servers in every language (see [`protocol`]
+//! and `docs/PROTOCOL.md`).
 //!
 //! # Quick start
 //!
-//! A server:
+//! A service, defined once for client and server:
 //!
 //! ```no_run
-//! use rabbit_rpc::{blocking_fn, Request, Server, Status};
+//! use rabbit_rpc::{Client, Context, Server, Status};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! pub struct Add { pub a: i64, pub b: i64 }
+//!
+//! /// Arithmetic, on the queues `calculator.add` and `calculator.negate`.
+//! #[rabbit_rpc::service]
+//! pub trait Calculator {
+//!     /// a + b.
+//!     async fn add(&self, args: Add) -> Result<i64, Status>;
+//!     /// -n, with the call's context.
+//!     async fn negate(&self, context: Context, n: i64) -> Result<i64, Status>;
+//! }
+//!
+//! struct Arithmetic;
+//!
+//! impl Calculator for Arithmetic {
+//!     async fn add(&self, args: Add) -> Result<i64, Status> {
+//!         args.a.checked_add(args.b).ok_or_else(|| Status::invalid_argument("overflow"))
+//!     }
+//!     async fn negate(&self, _context: Context, n: i64) -> Result<i64, Status> {
+//!         n.checked_neg().ok_or_else(|| Status::invalid_argument("overflow"))
+//!     }
+//! }
 //!
 //! # async fn run() -> Result<(), rabbit_rpc::Error> {
 //! let server = Server::builder()
 //!     .url("amqp://guest:guest@127.0.0.1:5672/%2f")
-//!     .queue("shout")
+//!     .add_service(CalculatorServer::new(Arithmetic))
 //!     .bind()
 //!     .await?;
-//! server
-//!     .serve(blocking_fn(|request: Request| -> Result<String, Status> {
-//!         Ok(request.text()?.to_uppercase())
-//!     }))
-//!     .await
-//! # }
+//! tokio::spawn(server.serve());
+//!
+//! let calculator = CalculatorClient::new(Client::connect("amqp://guest:guest@127.0.0.1:5672/%2f").await?);
+//! assert_eq!(calculator.add(&Add { a: 2, b: 3 }).await?, 5);
+//! # Ok(()) }
 //! ```
 //!
-//! A client:
+//! Raw procedures move bytes, as the tutorial does:
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use rabbit_rpc::{CallOptions, Client};
+//! use rabbit_rpc::{blocking_fn, CallOptions, Client, Request, Server, Status};
 //!
 //! # async fn run() -> Result<(), rabbit_rpc::Error> {
-//! let client = Client::connect("amqp://guest:guest@127.0.0.1:5672/%2f").await?;
-//! let reply = client.call("shout", "hello").await?;
-//! assert_eq!(reply.text(), "HELLO");
+//! let server = Server::builder()
+//!     .procedure("shout", blocking_fn(|request: Request| -> Result<String, Status> {
+//!         Ok(request.text()?.to_uppercase())
+//!     }))
+//!     .bind()
+//!     .await?;
+//! tokio::spawn(server.serve());
 //!
+//! let client = Client::connect("amqp://guest:guest@127.0.0.1:5672/%2f").await?;
 //! let options = CallOptions::new().timeout(Duration::from_secs(2));
-//! match client.call_with("shout", "again", &options).await {
-//!     Ok(reply) => println!("{}", reply.text()),
+//! match client.call_with("shout", "hello", &options).await {
+//!     Ok(reply) => assert_eq!(reply.text(), "HELLO"),
 //!     Err(error) if error.is_timeout() => eprintln!("too slow: {error}"),
 //!     Err(error) => eprintln!("{error}"),
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! # Layout
+//!
+//! - [`Client`] (`client/`): calls, deadlines, reconnection;
+//! - [`Server`] (`server/`): procedures, dispatch, one request's life,
+//!   drain;
+//! - [`Service`] (`service/`) and the [`service`] attribute: typed
+//!   procedures defined once for client and server;
+//! - [`codec`]: how typed values become bodies;
+//! - `transport/`: the seam to the broker — RabbitMQ over lapin, and
+//!   [`MemoryBroker`] for tests (feature `test-util`).
+//!
+//! # Features
+//!
+//! - `macros` (default): the [`service`] attribute.
+//! - `test-util`: [`MemoryBroker`], an in-memory broker for tests.
 
-mod broker;
 mod client;
+pub mod codec;
 mod error;
-mod handler;
-mod in_flight;
+mod metadata;
 pub mod protocol;
 mod server;
+mod service;
 mod status;
+mod transport;
 
-pub use broker::{BrokerUrl, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEARTBEAT_SECS, DEFAULT_URL};
-pub use client::{
-    CallOptions, Client, ClientBuilder, DEFAULT_MAX_BODY_SIZE, DEFAULT_NO_SERVER_CHECK,
-    DEFAULT_TIMEOUT, RETURN_SWEEP, ReplyQueue,
-};
-pub use error::Error;
-pub use handler::{BlockingFn, Handler, HandlerFn, Request, Response, blocking_fn, handler_fn};
-pub use protocol::Reply;
+pub use client::{CallOptions, Client, ClientBuilder, Reply, ReplyQueue};
+pub use error::{BrokerError, Error};
+pub use metadata::Metadata;
 pub use server::{
-    DEFAULT_CONCURRENCY, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_REPLY_SIZE, DEFAULT_MAX_REQUEST_SIZE,
-    DEFAULT_PREFETCH, DEFAULT_QUEUE, MAX_CORRELATION_ID_LEN, QueueOrigin, QueueType, Server,
-    ServerBuilder, ServerStats,
+    BlockingFn, Context, Handler, HandlerFn, Procedure, QueueOrigin, QueueType, Request, Response,
+    Server, ServerBuilder, ServerStats, TypedFn, blocking_fn, handler_fn, typed_fn,
 };
+pub use service::Service;
 pub use status::{Code, Status};
+#[cfg(feature = "test-util")]
+pub use transport::memory::{MemoryBroker, QueueInfo};
+pub use transport::{QueueArgument, url::BrokerUrl};
 
-/// Re-exported so callers can build queue arguments without naming lapin.
-pub use lapin::types::{AMQPValue, FieldTable};
+/// Defines a service once for client and server: from a trait of async
+/// methods, generates a typed client (`NameClient`) and a server adapter
+/// (`NameServer`), each method on its own queue (`name.method`). See the
+/// crate docs for an example and `rabbit-rpc-macros` for the rules.
+#[cfg(feature = "macros")]
+pub use rabbit_rpc_macros::service;
 
 /// `1.5s`, `500ms`, `30s`: durations as people write them.
 pub(crate) fn fmt_duration(duration: std::time::Duration) -> String {

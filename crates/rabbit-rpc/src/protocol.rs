@@ -1,25 +1,30 @@
-//! The wire protocol: which AMQP properties and headers a request and a reply
-//! carry, and how a reply says whether it succeeded. `docs/PROTOCOL.md` is the
-//! prose version of this module.
+//! The wire protocol: which properties and headers a request and a reply
+//! carry, and how a reply says whether it succeeded. `docs/PROTOCOL.md` is
+//! the prose version of this module; its public items are the names on the
+//! wire.
 //!
 //! Everything here is compatible with RabbitMQ's tutorial 6: a request is a
 //! message with `reply_to` and `correlation_id`; a reply is a message to
-//! `reply_to` with the same `correlation_id`. What we add is one header,
-//! [`STATUS_HEADER`], that plain tutorial peers ignore.
+//! `reply_to` with the same `correlation_id`. What rabbit-rpc adds are
+//! headers that tutorial peers ignore: [`STATUS_HEADER`] and
+//! [`DETAILS_HEADER`] on error replies, and a call's metadata on requests.
 
 use std::time::Duration;
 
-use lapin::{
-    BasicProperties,
-    types::{AMQPValue, FieldTable, ShortString},
+use crate::{
+    Code, Error, Metadata, Reply, Status,
+    transport::{Header, HeaderValue, Outgoing, Properties},
 };
-
-use crate::{Code, Status};
 
 /// Reply header naming the outcome as a [`Code`] wire name (`"ok"`,
 /// `"invalid_argument"`, …). A reply without it is a success, so replies from
 /// plain tutorial servers work.
 pub const STATUS_HEADER: &str = "rpc-status";
+
+/// Error reply header: the status's structured details, as JSON text
+/// ([`Status::with_details`]). A tutorial client sees only the message, the
+/// body.
+pub const DETAILS_HEADER: &str = "rpc-error-details";
 
 /// Optional request header: how many milliseconds the caller still waited
 /// when it sent the request (an integer, or decimal text). A server counts
@@ -31,6 +36,10 @@ pub const STATUS_HEADER: &str = "rpc-status";
 /// about 5% of throughput, measured, for no extra information.) Clients in
 /// other languages may send either.
 pub const TIMEOUT_HEADER: &str = "rpc-timeout-ms";
+
+/// Header names starting with this are rabbit-rpc's; the rest are a call's
+/// [`Metadata`].
+pub const RESERVED_PREFIX: &str = "rpc-";
 
 /// The longest timeout sent with a request: RabbitMQ takes per-message TTLs
 /// up to 2^32 - 1 ms (about 49 days). A call that waits longer sends none,
@@ -48,243 +57,246 @@ pub const REPLY_QUEUE_PREFIX: &str = "rabbit-rpc.reply.";
 /// Content type of the body of an error reply: the UTF-8 message.
 pub const ERROR_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 
-/// A successful reply's body and content type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    body: Vec<u8>,
-    content_type: Option<String>,
-}
+/// The longest `correlation_id` a server answers normally. AMQP allows 255
+/// bytes; ids from real clients (UUIDs, counters) are far shorter, and a
+/// longer one gets an `invalid_argument` reply.
+pub const MAX_CORRELATION_ID_LEN: usize = 128;
 
-impl Reply {
-    pub(crate) fn from_parts(body: Vec<u8>, content_type: Option<String>) -> Reply {
-        Reply { body, content_type }
-    }
+/// The largest details sent with an error reply: they travel in a header,
+/// which must fit one AMQP frame.
+pub(crate) const MAX_DETAILS: usize = 32 * 1024;
 
-    /// The reply body as sent.
-    pub fn body(&self) -> &[u8] {
-        &self.body
-    }
-
-    /// Takes the body.
-    pub fn into_body(self) -> Vec<u8> {
-        self.body
-    }
-
-    /// The body as text, with invalid UTF-8 replaced.
-    pub fn text(&self) -> std::borrow::Cow<'_, str> {
-        String::from_utf8_lossy(&self.body)
-    }
-
-    /// The `content_type` property of the reply, if the server set one.
-    pub fn content_type(&self) -> Option<&str> {
-        self.content_type.as_deref()
-    }
-}
-
-/// A queue name as AMQP carries it (a short string: at most 255 bytes).
+/// A name AMQP carries as a short string (a queue, a header name): at most
+/// 255 bytes.
 ///
 /// # Errors
-/// [`Error::InvalidRequest`](crate::Error::InvalidRequest) when it is longer.
-pub(crate) fn queue_name(name: &str) -> Result<ShortString, crate::Error> {
-    ShortString::try_new(name).map_err(|_| crate::Error::InvalidRequest {
-        reason: format!(
-            "queue name is {} bytes; AMQP allows at most 255",
-            name.len()
-        ),
-    })
+/// [`Error::InvalidRequest`] naming `what` when it is longer.
+pub(crate) fn check_short(what: &str, name: &str) -> Result<(), Error> {
+    if name.len() > 255 {
+        return Err(Error::InvalidRequest {
+            reason: format!("{what} is {} bytes; AMQP allows at most 255", name.len()),
+        });
+    }
+    Ok(())
 }
 
-/// Properties of a request: `reply_to`, `correlation_id`, the caller's
-/// remaining time as `expiration` (unless longer than [`MAX_SENT_TIMEOUT`])
-/// and, when given, `content_type`.
+/// Checks a call's metadata can be sent.
 ///
 /// # Errors
-/// [`Error::InvalidRequest`](crate::Error::InvalidRequest) for a content type
-/// longer than AMQP's 255 bytes.
-pub(crate) fn request_properties(
-    reply_to: &str,
-    correlation_id: &str,
+/// [`Error::InvalidRequest`] for a name rabbit-rpc reserves or one over 255
+/// bytes.
+pub(crate) fn check_metadata(metadata: &Metadata) -> Result<(), Error> {
+    for (name, _) in metadata.iter() {
+        if name.starts_with(RESERVED_PREFIX) {
+            return Err(Error::InvalidRequest {
+                reason: format!(
+                    "metadata name '{name}' starts with '{RESERVED_PREFIX}', which rabbit-rpc reserves for its own headers"
+                ),
+            });
+        }
+        check_short("a metadata name", name)?;
+    }
+    Ok(())
+}
+
+/// A request: `reply_to`, `correlation_id`, the caller's remaining time as
+/// `expiration` (unless longer than [`MAX_SENT_TIMEOUT`]), the content type
+/// if given, and the metadata as headers (none when there is none: the
+/// broker then parses no table).
+pub(crate) fn request<'a>(
+    reply_to: &'a str,
+    correlation_id: &'a str,
     timeout: Duration,
-    content_type: Option<&str>,
-) -> Result<BasicProperties, crate::Error> {
-    // Both are ours and short: the reply queue name, a prefix and a counter.
-    let mut properties = BasicProperties::default()
-        .with_reply_to(reply_to.into())
-        .with_correlation_id(correlation_id.into());
-    if timeout <= MAX_SENT_TIMEOUT {
+    content_type: Option<&'a str>,
+    metadata: &'a Metadata,
+) -> Outgoing<'a> {
+    Outgoing {
+        correlation_id: Some(correlation_id),
+        reply_to: Some(reply_to),
+        content_type,
         // At least 1 ms: an expiration of 0 means "deliver now or never".
-        let millis = timeout.as_millis().max(1);
-        properties = properties.with_expiration(millis.to_string().into());
+        expiration_ms: (timeout <= MAX_SENT_TIMEOUT).then(|| {
+            u64::try_from(timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1)
+        }),
+        headers: metadata
+            .iter()
+            .map(|(name, value)| (name, HeaderValue::Text(value)))
+            .collect(),
     }
-    let Some(content_type) = content_type else {
-        return Ok(properties);
-    };
-    let content_type =
-        ShortString::try_new(content_type).map_err(|_| crate::Error::InvalidRequest {
-            reason: format!(
-                "content type is {} bytes; AMQP allows at most 255",
-                content_type.len()
-            ),
-        })?;
-    Ok(properties.with_content_type(content_type))
 }
 
-/// Properties of a reply to a request with `correlation_id`.
+/// A reply to a request with `correlation_id`.
 ///
-/// A success carries no [`STATUS_HEADER`] (its absence means `ok`, as with
-/// tutorial servers, and saves the broker parsing a header table on the
-/// hottest path) and the handler's content type, or else the request's (so a
-/// `text/plain` request gets a `text/plain` reply). An error carries its code
-/// in [`STATUS_HEADER`], [`ERROR_CONTENT_TYPE`], and its message as the body.
-pub(crate) fn reply_properties(
-    correlation_id: Option<&ShortString>,
+/// A success carries no header (its absence means `ok`, as with tutorial
+/// servers, and saves the broker parsing a header table on the hottest
+/// path) and `content_type`. An error carries its code in
+/// [`STATUS_HEADER`], its details (if any) in [`DETAILS_HEADER`], and
+/// [`ERROR_CONTENT_TYPE`].
+pub(crate) fn reply<'a>(
+    correlation_id: Option<&'a str>,
     code: Code,
-    content_type: Option<ShortString>,
-) -> BasicProperties {
-    let mut properties = BasicProperties::default();
+    content_type: Option<&'a str>,
+    details: Option<&'a str>,
+) -> Outgoing<'a> {
+    let mut headers = Vec::new();
     if code != Code::Ok {
-        let mut headers = FieldTable::default();
-        // A long string: RabbitMQ rejects the short-string field type ('s')
-        // in tables and closes the connection.
-        headers.insert(
-            STATUS_HEADER.into(),
-            AMQPValue::LongString(code.as_str().into()),
-        );
-        properties = properties.with_headers(headers);
+        headers.push((STATUS_HEADER, HeaderValue::Text(code.as_str())));
+        if let Some(details) = details {
+            headers.push((DETAILS_HEADER, HeaderValue::Text(details)));
+        }
     }
-    if let Some(id) = correlation_id {
-        properties = properties.with_correlation_id(id.clone());
+    Outgoing {
+        correlation_id,
+        content_type,
+        headers,
+        ..Outgoing::default()
     }
-    if let Some(content_type) = content_type {
-        properties = properties.with_content_type(content_type);
-    }
-    properties
 }
 
 /// Reads a reply: [`STATUS_HEADER`] absent or `"ok"` is a success, anything
 /// else an error whose message is the body.
-pub(crate) fn decode_reply(properties: &BasicProperties, body: Vec<u8>) -> Result<Reply, Status> {
-    let code = status_header(properties).map_or(Code::Ok, Code::from_wire);
-    if code == Code::Ok {
-        let content_type = properties.content_type().as_ref().map(|c| c.to_string());
-        return Ok(Reply::from_parts(body, content_type));
+pub(crate) fn decode_reply(properties: &Properties, body: Vec<u8>) -> Result<Reply, Status> {
+    if !properties.has_headers() {
+        return Ok(Reply::new(body, properties.content_type()));
     }
-    Err(Status::new(code, String::from_utf8_lossy(&body)))
+    let code = match properties.header(STATUS_HEADER) {
+        Some(Header::Text(name)) => Code::from_wire(&name),
+        _ => Code::Ok,
+    };
+    if code == Code::Ok {
+        return Ok(Reply::new(body, properties.content_type()));
+    }
+    let details = match properties.header(DETAILS_HEADER) {
+        Some(Header::Text(json)) => Some(json.into_owned()),
+        _ => None,
+    };
+    Err(Status::new(code, String::from_utf8_lossy(&body)).with_details_json(details))
 }
 
 /// The caller's timeout a request carries: [`TIMEOUT_HEADER`] if present,
 /// else the `expiration` property. Any AMQP integer type is read, and so is
 /// decimal text.
-pub(crate) fn request_timeout(properties: &BasicProperties) -> Option<Duration> {
-    let millis = match timeout_header(properties) {
+pub(crate) fn request_timeout(properties: &Properties) -> Option<Duration> {
+    let from_header = if properties.has_headers() {
+        match properties.header(TIMEOUT_HEADER) {
+            Some(Header::Int(millis)) => Some(u64::try_from(millis).ok()?),
+            Some(Header::Text(text)) => Some(text.trim().parse().ok()?),
+            None => None,
+        }
+    } else {
+        None
+    };
+    let millis = match from_header {
         Some(millis) => millis,
-        None => properties
-            .expiration()
-            .as_ref()?
-            .as_str()
-            .trim()
-            .parse()
-            .ok()?,
+        None => properties.expiration()?.trim().parse().ok()?,
     };
     Some(Duration::from_millis(millis))
 }
 
-fn timeout_header(properties: &BasicProperties) -> Option<u64> {
-    let headers = properties.headers().as_ref()?;
-    match headers.inner().get(TIMEOUT_HEADER)? {
-        AMQPValue::LongLongInt(v) => u64::try_from(*v).ok(),
-        AMQPValue::LongInt(v) => u64::try_from(*v).ok(),
-        AMQPValue::LongUInt(v) => Some(u64::from(*v)),
-        AMQPValue::ShortInt(v) => u64::try_from(*v).ok(),
-        AMQPValue::ShortUInt(v) => Some(u64::from(*v)),
-        AMQPValue::ShortShortInt(v) => u64::try_from(*v).ok(),
-        AMQPValue::ShortShortUInt(v) => Some(u64::from(*v)),
-        AMQPValue::LongString(v) => std::str::from_utf8(v.as_bytes()).ok()?.trim().parse().ok(),
-        AMQPValue::ShortString(v) => v.as_str().trim().parse().ok(),
-        _ => None,
+/// The request's metadata: every header not reserved by rabbit-rpc, with a
+/// text or integer value.
+pub(crate) fn metadata(properties: &Properties) -> Metadata {
+    let mut metadata = Metadata::new();
+    if !properties.has_headers() {
+        return metadata;
     }
-}
-
-fn status_header(properties: &BasicProperties) -> Option<&str> {
-    let headers = properties.headers().as_ref()?;
-    match headers.inner().get(STATUS_HEADER)? {
-        AMQPValue::ShortString(value) => Some(value.as_str()),
-        AMQPValue::LongString(value) => std::str::from_utf8(value.as_bytes()).ok(),
-        _ => None,
+    for (name, value) in properties.headers() {
+        if name.starts_with(RESERVED_PREFIX) {
+            continue;
+        }
+        match value {
+            Header::Text(text) => metadata.insert(name, text.into_owned()),
+            Header::Int(n) => metadata.insert(name, n.to_string()),
+        }
     }
+    metadata
 }
 
 #[cfg(test)]
 mod tests {
+    use lapin::{
+        BasicProperties,
+        types::{AMQPValue, FieldTable},
+    };
+
     use super::*;
+
+    fn with_headers(pairs: &[(&str, AMQPValue)]) -> Properties {
+        let mut headers = FieldTable::default();
+        for (name, value) in pairs {
+            headers.insert((*name).into(), value.clone());
+        }
+        Properties::Amqp(BasicProperties::default().with_headers(headers))
+    }
 
     #[test]
     fn a_reply_without_status_header_is_a_success() {
-        let properties = BasicProperties::default().with_content_type("text/plain".into());
+        let properties =
+            Properties::Amqp(BasicProperties::default().with_content_type("text/plain".into()));
         let reply = decode_reply(&properties, b"832040".to_vec()).unwrap();
         assert_eq!(reply.text(), "832040");
         assert_eq!(reply.content_type(), Some("text/plain"));
     }
 
     #[test]
-    fn error_replies_round_trip() {
-        let id: ShortString = "abc".into();
-        let properties = reply_properties(
-            Some(&id),
+    fn error_replies_carry_code_and_details() {
+        let sent = reply(
+            Some("abc"),
             Code::InvalidArgument,
-            Some(ERROR_CONTENT_TYPE.into()),
+            Some(ERROR_CONTENT_TYPE),
+            Some(r#"{"max":5}"#),
         );
-        assert_eq!(properties.correlation_id().as_ref(), Some(&id));
-        let status = decode_reply(&properties, b"n must be at least 0".to_vec()).unwrap_err();
-        assert_eq!(status, Status::invalid_argument("n must be at least 0"));
+        assert_eq!(sent.headers.len(), 2);
+        let received = with_headers(&[
+            (
+                STATUS_HEADER,
+                AMQPValue::LongString("invalid_argument".into()),
+            ),
+            (DETAILS_HEADER, AMQPValue::LongString(r#"{"max":5}"#.into())),
+        ]);
+        let status = decode_reply(&received, b"n must be at least 0".to_vec()).unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "n must be at least 0");
+        assert_eq!(status.details_json(), Some(r#"{"max":5}"#));
     }
 
     #[test]
-    fn ok_replies_round_trip() {
-        let properties = reply_properties(None, Code::Ok, None);
-        assert_eq!(
-            decode_reply(&properties, b"1".to_vec()).unwrap().body(),
-            b"1"
+    fn successes_carry_no_header() {
+        assert!(
+            reply(Some("a"), Code::Ok, None, Some("{}"))
+                .headers
+                .is_empty()
         );
+        let metadata = Metadata::new();
+        let request = request(
+            "reply",
+            "id-1",
+            Duration::from_millis(1500),
+            None,
+            &metadata,
+        );
+        assert!(request.headers.is_empty());
+        assert_eq!(request.expiration_ms, Some(1500));
     }
 
     #[test]
     fn requests_carry_their_timeout_as_expiration() {
-        let properties =
-            request_properties("reply", "id-1", Duration::from_millis(1500), None).unwrap();
+        let metadata = Metadata::new();
+        let forever = request("reply", "id-2", Duration::MAX, None, &metadata);
+        assert_eq!(forever.expiration_ms, None);
+        let tiny = request("reply", "id-3", Duration::from_micros(10), None, &metadata);
+        assert_eq!(tiny.expiration_ms, Some(1));
+        let received = Properties::Amqp(BasicProperties::default().with_expiration("1500".into()));
         assert_eq!(
-            properties.expiration().as_ref().map(ShortString::as_str),
-            Some("1500")
-        );
-        assert!(properties.headers().is_none());
-        assert_eq!(
-            request_timeout(&properties),
+            request_timeout(&received),
             Some(Duration::from_millis(1500))
         );
-        let forever = request_properties("reply", "id-2", Duration::MAX, None).unwrap();
-        assert!(forever.expiration().is_none());
-        assert_eq!(request_timeout(&forever), None);
-        let tiny = request_properties("reply", "id-3", Duration::from_micros(10), None).unwrap();
-        assert_eq!(request_timeout(&tiny), Some(Duration::from_millis(1)));
     }
 
     #[test]
-    fn the_timeout_header_wins_over_expiration() {
-        let mut headers = FieldTable::default();
-        headers.insert(TIMEOUT_HEADER.into(), AMQPValue::LongInt(250));
-        let properties = BasicProperties::default()
-            .with_headers(headers)
-            .with_expiration("60000".into());
-        assert_eq!(
-            request_timeout(&properties),
-            Some(Duration::from_millis(250))
-        );
-        let garbage = BasicProperties::default().with_expiration("soon".into());
-        assert_eq!(request_timeout(&garbage), None);
-    }
-
-    #[test]
-    fn timeouts_from_other_clients_may_be_text_or_any_integer() {
+    fn the_timeout_header_wins_over_expiration_and_may_be_text_or_any_integer() {
         for value in [
             AMQPValue::LongString("250".into()),
             AMQPValue::LongInt(250),
@@ -292,30 +304,48 @@ mod tests {
         ] {
             let mut headers = FieldTable::default();
             headers.insert(TIMEOUT_HEADER.into(), value.clone());
-            let properties = BasicProperties::default().with_headers(headers);
+            let properties = Properties::Amqp(
+                BasicProperties::default()
+                    .with_headers(headers)
+                    .with_expiration("60000".into()),
+            );
             assert_eq!(
                 request_timeout(&properties),
                 Some(Duration::from_millis(250)),
                 "{value:?}"
             );
         }
-        let mut headers = FieldTable::default();
-        headers.insert(TIMEOUT_HEADER.into(), AMQPValue::LongInt(-5));
-        assert_eq!(
-            request_timeout(&BasicProperties::default().with_headers(headers)),
-            None
-        );
+        let negative = with_headers(&[(TIMEOUT_HEADER, AMQPValue::LongInt(-5))]);
+        assert_eq!(request_timeout(&negative), None);
+        let garbage = Properties::Amqp(BasicProperties::default().with_expiration("soon".into()));
+        assert_eq!(request_timeout(&garbage), None);
+    }
+
+    #[test]
+    fn metadata_is_every_header_but_ours() {
+        let received = with_headers(&[
+            ("authorization", AMQPValue::LongString("Bearer x".into())),
+            ("x-delivery-count", AMQPValue::LongLongInt(2)),
+            (TIMEOUT_HEADER, AMQPValue::LongInt(100)),
+            ("flag", AMQPValue::Boolean(true)),
+        ]);
+        let metadata = metadata(&received);
+        assert_eq!(metadata.get("authorization"), Some("Bearer x"));
+        assert_eq!(metadata.get("x-delivery-count"), Some("2"));
+        assert_eq!(metadata.get(TIMEOUT_HEADER), None);
+        assert_eq!(metadata.len(), 2);
+        let mut reserved = Metadata::new();
+        reserved.insert("rpc-status", "ok");
+        assert!(check_metadata(&reserved).is_err());
     }
 
     #[test]
     fn unknown_codes_stay_errors() {
-        let mut headers = FieldTable::default();
-        headers.insert(
-            STATUS_HEADER.into(),
+        let received = with_headers(&[(
+            STATUS_HEADER,
             AMQPValue::LongString("quota_exceeded".into()),
-        );
-        let properties = BasicProperties::default().with_headers(headers);
-        let status = decode_reply(&properties, b"slow down".to_vec()).unwrap_err();
+        )]);
+        let status = decode_reply(&received, b"slow down".to_vec()).unwrap_err();
         assert_eq!(status.code(), Code::Unknown);
         assert_eq!(status.message(), "slow down");
     }

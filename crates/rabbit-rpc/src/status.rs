@@ -72,14 +72,33 @@ impl fmt::Display for Code {
     }
 }
 
-/// An error outcome that crosses the wire: a [`Code`] and a human message.
+/// An error outcome that crosses the wire: a [`Code`], a human message,
+/// and optionally structured details.
 ///
 /// Handlers return it to fail a call; the client hands it back inside
-/// [`Error::Remote`](crate::Error::Remote).
+/// [`Error::Remote`](crate::Error::Remote). The code travels in the
+/// `rpc-status` header, the message as the body (so a tutorial client sees
+/// it as the reply), and the details as JSON in the `rpc-error-details`
+/// header.
+///
+/// ```
+/// use rabbit_rpc::Status;
+///
+/// #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+/// struct Range { min: u64, max: u64 }
+///
+/// let status = Status::invalid_argument("n is out of range")
+///     .with_details(&Range { min: 0, max: 100 });
+/// assert_eq!(status.details_json(), Some(r#"{"min":0,"max":100}"#));
+/// let range: Range = status.details().unwrap().unwrap();
+/// assert_eq!(range, Range { min: 0, max: 100 });
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
     code: Code,
     message: String,
+    /// JSON text.
+    details: Option<String>,
 }
 
 impl Status {
@@ -88,7 +107,42 @@ impl Status {
         Status {
             code,
             message: message.into(),
+            details: None,
         }
+    }
+
+    /// This status with `details`, encoded as JSON, for the caller to read
+    /// with [`Status::details`]. Details that do not encode (a map with
+    /// non-string keys, say) are left out, with a note in the message.
+    pub fn with_details<T: serde::Serialize + ?Sized>(mut self, details: &T) -> Status {
+        match serde_json::to_string(details) {
+            Ok(json) => self.details = Some(json),
+            Err(error) => {
+                self.message = format!("{} (details left out: {error})", self.message);
+            }
+        }
+        self
+    }
+
+    /// The details, decoded as a `T`: `None` when there are none.
+    pub fn details<T: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Option<Result<T, crate::codec::CodecError>> {
+        use crate::codec::Codec;
+        self.details
+            .as_deref()
+            .map(|json| crate::codec::Json::decode(json.as_bytes()))
+    }
+
+    /// The details as the JSON text that crossed the wire.
+    pub fn details_json(&self) -> Option<&str> {
+        self.details.as_deref()
+    }
+
+    /// Details received from the wire (JSON text, as sent).
+    pub(crate) fn with_details_json(mut self, json: Option<String>) -> Status {
+        self.details = json;
+        self
     }
 
     /// [`Code::InvalidArgument`]: the request itself is wrong.

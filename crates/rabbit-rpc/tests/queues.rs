@@ -106,14 +106,14 @@ async fn join_beside_a_tutorial_server(test: &str, declaration: Declaration) {
     let theirs = tutorial_server(channel, &queue, declaration).await;
     let server = Server::builder()
         .url(common::url())
-        .queue(&queue)
+        .procedure(&queue, common::echo())
         .bind()
         .await
         .expect("join the tutorial's queue");
-    assert_eq!(server.queue_origin(), QueueOrigin::Joined);
+    assert_eq!(server.queue_origin(&queue), Some(QueueOrigin::Joined));
     let stats = server.stats();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let ours = tokio::spawn(server.serve_with_shutdown(common::echo(), async {
+    let ours = tokio::spawn(server.serve_with_shutdown(async {
         let _ = stopped.await;
     }));
     both_answer(&queue).await;
@@ -150,11 +150,11 @@ async fn a_server_that_finds_no_queue_declares_it_as_todays_tutorials_do() {
     let _cleanup = common::DeleteOnDrop(queue.clone());
     let server = Server::builder()
         .url(common::url())
-        .queue(&queue)
+        .procedure(&queue, common::echo())
         .bind()
         .await
         .expect("declare the queue");
-    assert_eq!(server.queue_origin(), QueueOrigin::Created);
+    assert_eq!(server.queue_origin(&queue), Some(QueueOrigin::Created));
     let (durable, kind, arguments) = common::queue_info(&queue).await.expect("the queue exists");
     assert_eq!(
         (durable.as_str(), kind.as_str(), arguments.as_str()),
@@ -162,7 +162,7 @@ async fn a_server_that_finds_no_queue_declares_it_as_todays_tutorials_do() {
         "durable, quorum and no other argument"
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let ours = tokio::spawn(server.serve_with_shutdown(common::echo(), async {
+    let ours = tokio::spawn(server.serve_with_shutdown(async {
         let _ = stopped.await;
     }));
     // A tutorial server of today, started second, declares the same queue
@@ -184,12 +184,12 @@ async fn settings_that_match_the_existing_queue_are_accepted() {
     declare_as(&channel, &queue, Declaration::Today).await;
     let server = Server::builder()
         .url(common::url())
-        .queue(&queue)
+        .procedure(&queue, common::echo())
         .queue_type(QueueType::Quorum)
         .bind()
         .await
         .expect("the same settings");
-    assert_eq!(server.queue_origin(), QueueOrigin::Matched);
+    assert_eq!(server.queue_origin(&queue), Some(QueueOrigin::Matched));
     drop(server);
     let _ = connection.close(200, "done".into()).await;
 }
@@ -216,10 +216,14 @@ async fn conflict(
     common::wait_for_ready(&queue, 1, "the request is queued").await;
     let before = common::queue_info(&queue).await;
     let started = Instant::now();
-    let error = settings(Server::builder().url(common::url()).queue(&queue))
-        .bind()
-        .await
-        .expect_err("settings that differ from the existing queue's");
+    let error = settings(
+        Server::builder()
+            .url(common::url())
+            .procedure(&queue, common::echo()),
+    )
+    .bind()
+    .await
+    .expect_err("settings that differ from the existing queue's");
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "took {:?}",
@@ -297,6 +301,7 @@ async fn settings_that_make_no_queue_are_refused_before_connecting() {
         // attempt to connect.
         let error = builder
             .url("amqp://127.0.0.1:1/%2f")
+            .procedure("anything", common::echo())
             .bind()
             .await
             .unwrap_err();

@@ -481,17 +481,9 @@ async fn unanswerable_requests_are_dead_lettered_when_the_queue_says_where() {
     let dead = common::unique_queue("dead_letters");
     let (connection, channel) = common::raw_channel().await;
     common::declare(&channel, &dead).await;
-    let mut arguments = common::expiring();
-    arguments.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString("".into()),
-    );
-    arguments.insert(
-        "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(dead.as_str().into()),
-    );
     let server = TestServer::start_with("dead_lettering", common::echo(), |b| {
-        b.queue_arguments(arguments)
+        b.queue_argument("x-dead-letter-exchange", "")
+            .queue_argument("x-dead-letter-routing-key", dead.as_str())
     })
     .await;
     common::publish(

@@ -2,8 +2,11 @@
 //! and a new connection whenever the broker goes away.
 
 mod builder;
+mod in_flight;
 mod probe;
+mod reply;
 mod session;
+mod typed;
 mod unroutable;
 
 use std::{
@@ -14,24 +17,16 @@ use std::{
     time::Duration,
 };
 
-use lapin::options::BasicPublishOptions;
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-pub use builder::{CallOptions, ClientBuilder, DEFAULT_NO_SERVER_CHECK, ReplyQueue};
-pub use unroutable::RETURN_SWEEP;
+pub use builder::{CallOptions, ClientBuilder, ReplyQueue};
+pub use reply::Reply;
 
-use crate::{Error, Reply, broker::Endpoints, protocol};
+use crate::{Error, protocol};
 use probe::{Probe, Probes};
 use session::{Session, State};
 use unroutable::PendingConfirm;
-
-/// How long a call waits for its reply unless told otherwise.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The largest request body a client sends by default: RabbitMQ 4's default
-/// `max_message_size`. A larger message makes the broker close the channel.
-pub const DEFAULT_MAX_BODY_SIZE: usize = 16 * 1024 * 1024;
 
 /// A deadline for timeouts too long to represent: about 30 years.
 const NEVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
@@ -139,11 +134,27 @@ impl Client {
         body: impl AsRef<[u8]>,
         options: &CallOptions,
     ) -> Result<Reply, Error> {
+        self.call_raw(
+            queue,
+            body.as_ref(),
+            options,
+            options.content_type.as_deref(),
+        )
+        .await
+    }
+
+    /// A call with `content_type` in place of the options' one.
+    async fn call_raw(
+        &self,
+        queue: &str,
+        body: &[u8],
+        options: &CallOptions,
+        content_type: Option<&str>,
+    ) -> Result<Reply, Error> {
         // A caller that retries failed calls in a loop must still let the
         // client's own tasks (reply routing, reconnection) run.
         tokio::task::consume_budget().await;
         let inner = &*self.inner;
-        let body = body.as_ref();
         if body.len() > inner.max_body_size {
             return Err(Error::InvalidRequest {
                 reason: format!(
@@ -153,7 +164,10 @@ impl Client {
                 ),
             });
         }
-        let routing_key = protocol::queue_name(queue)?;
+        protocol::check_short("the queue name", queue)?;
+        if !options.metadata.is_empty() {
+            protocol::check_metadata(&options.metadata)?;
+        }
         let timeout = options.timeout.unwrap_or(inner.timeout);
         let started = Instant::now();
         // A timeout too large for the clock (`Duration::MAX` for "no
@@ -174,23 +188,6 @@ impl Client {
                 Err(_) => self.replaced(&session, deadline).await?,
             }
         };
-        let properties = protocol::request_properties(
-            &session.reply_to,
-            pending.id(),
-            deadline.saturating_duration_since(Instant::now()),
-            options.content_type.as_deref(),
-        )?;
-        let publish = session.channel.basic_publish(
-            "".into(),
-            routing_key,
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            body,
-            properties,
-        );
-        let mut publish = std::pin::pin!(publish);
         // One timer per call on the hot path: the moment to check for a
         // server, counted from publishing (a call that waited for the client
         // to reconnect gets the same grace as any other). Publishing takes
@@ -198,17 +195,27 @@ impl Client {
         // it may use the whole timeout.
         let check_at = (Instant::now() + inner.no_server_check.min(timeout / 2)).min(deadline);
         let mut check = std::pin::pin!(tokio::time::sleep_until(check_at));
-        let published = tokio::select! {
-            published = &mut publish => published,
-            () = &mut check => match tokio::time::timeout_at(deadline, &mut publish).await {
-                Ok(published) => published,
-                Err(_) => return Err(timed_out()),
-            },
+        let published = {
+            let message = protocol::request(
+                &session.reply_to,
+                pending.id(),
+                deadline.saturating_duration_since(Instant::now()),
+                content_type,
+                &options.metadata,
+            );
+            let publish = session.channel.publish(queue, true, &message, body);
+            let mut publish = std::pin::pin!(publish);
+            tokio::select! {
+                published = &mut publish => published,
+                () = &mut check => match tokio::time::timeout_at(deadline, &mut publish).await {
+                    Ok(published) => published,
+                    Err(_) => return Err(timed_out()),
+                },
+            }
         };
         let confirm = match published {
             Ok(confirm) => confirm,
             Err(error) => {
-                let error = Error::from_lapin(error);
                 if let Error::ConnectionLost { reason } = &error {
                     // The connection is gone before its reply consumer has
                     // noticed: say so now, so that the next calls wait for
@@ -354,43 +361,36 @@ impl Client {
     /// calls made afterwards fail with [`Error::ConnectionLost`].
     ///
     /// # Errors
-    /// An AMQP error if the connection was already closed.
+    /// A broker error if the connection was already closed.
     pub async fn close(&self) -> Result<(), Error> {
         self.inner.closed.cancel();
         match self.inner.state.send_replace(State::Closed) {
-            State::Connected(session) => {
-                let closing = session.connection.close(200, "client closed".into());
-                // Bounded: a broker that stopped reading this connection
-                // must not hold the caller; the socket closes when the
-                // session is dropped anyway.
-                match tokio::time::timeout(session::CLOSE_TIMEOUT, closing).await {
-                    Ok(closed) => closed.map_err(Error::from_lapin),
-                    Err(_) => Ok(()),
-                }
-            }
+            // Bounded: a broker that stopped reading this connection must
+            // not hold the caller; the socket closes when the session is
+            // dropped anyway.
+            State::Connected(session) => session.connection.close("client closed").await,
             State::Reconnecting { .. } | State::Closed => Ok(()),
         }
     }
 
-    /// Starts a client on its first session.
-    fn start(
-        settings: ClientBuilder,
-        endpoints: Endpoints,
-        session: Session,
-        ended: tokio::sync::oneshot::Receiver<String>,
-        unknown_replies: Arc<AtomicU64>,
-    ) -> Client {
+    /// Connects a client and starts it on its first session.
+    async fn start(settings: ClientBuilder) -> Result<Client, Error> {
+        let link = settings.link()?;
+        let unknown_replies = Arc::default();
+        let (session, ended) = link
+            .open(|connection| Session::open(connection, &settings, &unknown_replies))
+            .await?;
         let state = Arc::new(watch::Sender::new(State::Connected(Arc::new(session))));
         let closed = CancellationToken::new();
         let supervisor = tokio::spawn(session::supervise(
             settings.clone(),
-            endpoints,
+            link,
             Arc::clone(&state),
             ended,
             closed.clone(),
             Arc::clone(&unknown_replies),
         ));
-        Client {
+        Ok(Client {
             inner: Arc::new(Inner {
                 state,
                 ids: CorrelationIds::new(),
@@ -402,7 +402,7 @@ impl Client {
                 closed,
                 supervisor,
             }),
-        }
+        })
     }
 }
 

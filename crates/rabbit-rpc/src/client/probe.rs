@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 
-use lapin::{Connection, options::QueueDeclareOptions, types::FieldTable};
+use crate::transport::{Connection, QueueState};
 
 /// How long a consumer-count answer is reused.
 const PROBE_TTL: Duration = Duration::from_secs(1);
@@ -68,39 +68,18 @@ impl Probes {
         {
             return probe;
         }
-        let probe = consumer_count(connection, queue).await;
+        let probe = match connection.probe(queue).await {
+            Ok(QueueState::Missing) => Probe::NoQueue,
+            Ok(QueueState::Exists {
+                messages,
+                consumers,
+            }) => Probe::Queue {
+                consumers,
+                messages,
+            },
+            Err(_) => Probe::Unknown,
+        };
         *last = Some((Instant::now(), probe));
         probe
-    }
-}
-
-/// A passive declare on a throwaway channel (a missing queue closes the
-/// channel it is asked on).
-async fn consumer_count(connection: &Connection, queue: &str) -> Probe {
-    let Ok(channel) = connection.create_channel().await else {
-        return Probe::Unknown;
-    };
-    let result = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await;
-    match result {
-        Ok(declared) => {
-            let _ = channel.close(200, "probe done".into()).await;
-            Probe::Queue {
-                consumers: declared.consumer_count(),
-                messages: declared.message_count(),
-            }
-        }
-        Err(error) => match error.kind() {
-            lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404 => Probe::NoQueue,
-            _ => Probe::Unknown,
-        },
     }
 }

@@ -1,16 +1,12 @@
 //! One connection's worth of calling: the connection, the channel requests
 //! go out on and replies come back to, the calls waiting on it, and the
 //! tasks that serve them. A client replaces its session when the broker goes
-//! away (see [`supervise`]).
+//! away (see [`supervise`]), through the lifecycle it shares with servers
+//! ([`Link`]).
 
 use std::sync::{Arc, atomic::AtomicU64};
 
 use futures_util::StreamExt;
-use lapin::{
-    Channel, Connection, Consumer,
-    options::{BasicConsumeOptions, ConfirmSelectOptions, QueueDeclareOptions},
-    types::FieldTable,
-};
 use tokio::{
     sync::{mpsc, oneshot, watch},
     task::JoinHandle,
@@ -18,17 +14,15 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{ClientBuilder, ReplyQueue, unroutable};
+use super::{ClientBuilder, ReplyQueue, in_flight::InFlight, unroutable};
 use crate::{
-    BrokerUrl, Error,
-    broker::{Backoff, Endpoints},
-    in_flight::InFlight,
+    Error,
     protocol::{self, DIRECT_REPLY_TO, REPLY_QUEUE_PREFIX},
+    transport::{
+        Channel, Connection, Consumer, Declaration,
+        link::{Backoff, Link},
+    },
 };
-
-/// How long closing a connection may take before the client stops waiting
-/// (the socket closes when the connection is dropped anyway).
-pub(super) const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A client's link to the broker, as its calls see it.
 #[derive(Debug, Clone)]
@@ -52,7 +46,6 @@ pub(super) enum State {
 pub(super) struct Session {
     pub(super) connection: Connection,
     pub(super) channel: Channel,
-    pub(super) url: BrokerUrl,
     pub(super) reply_to: String,
     pub(super) in_flight: Arc<InFlight>,
     /// Where publisher confirms go to be watched, when they are on.
@@ -69,25 +62,16 @@ impl Drop for Session {
 }
 
 impl Session {
-    /// Connects, sets up the reply consumer and starts the session's tasks.
-    /// The receiver gets why the session ended, once it has.
+    /// Sets up the reply consumer on `connection` and starts the session's
+    /// tasks. The receiver gets why the session ended, once it has.
     pub(super) async fn open(
+        connection: Connection,
         settings: &ClientBuilder,
-        endpoints: &Endpoints,
         unknown_replies: &Arc<AtomicU64>,
     ) -> Result<(Session, oneshot::Receiver<String>), Error> {
-        let (connection, url) = endpoints
-            .connect(&settings.name, settings.connect_timeout)
-            .await?;
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(Error::from_lapin)?;
+        let channel = connection.channel().await?;
         if settings.publisher_confirms {
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await
-                .map_err(Error::from_lapin)?;
+            channel.confirm().await?;
         }
         let reply_to = match settings.reply_queue {
             ReplyQueue::DirectReplyTo => DIRECT_REPLY_TO.to_owned(),
@@ -95,31 +79,18 @@ impl Session {
                 // Named by us, fresh for every connection: the broker
                 // deletes an exclusive queue with its connection.
                 let name = format!("{REPLY_QUEUE_PREFIX}{}", uuid::Uuid::new_v4().simple());
-                channel
-                    .queue_declare(
-                        name.as_str().into(),
-                        QueueDeclareOptions::exclusive().auto_delete(),
-                        FieldTable::default(),
-                    )
-                    .await
-                    .map_err(Error::from_lapin)?;
+                let declaration = Declaration {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Declaration::default()
+                };
+                channel.declare(&name, &declaration).await?;
                 name
             }
         };
         // Direct reply-to requires consuming (no-ack) before the first
         // publish, on the channel that publishes.
-        let replies = channel
-            .basic_consume(
-                reply_to.as_str().into(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(Error::from_lapin)?;
+        let replies = channel.consume(&reply_to, true).await?;
 
         let in_flight = Arc::new(InFlight::counting_into(Arc::clone(unknown_replies)));
         let (lost, ended) = oneshot::channel();
@@ -145,7 +116,6 @@ impl Session {
         let session = Session {
             connection,
             channel,
-            url,
             reply_to,
             in_flight,
             confirms,
@@ -166,14 +136,15 @@ async fn route_replies(
     let reason = loop {
         match replies.next().await {
             Some(Ok(delivery)) => {
-                let Some(id) = delivery.properties.correlation_id().clone() else {
+                let Some(id) = delivery.properties.correlation_id() else {
                     debug!("dropping a reply without correlation_id");
                     in_flight.note_unknown();
                     continue;
                 };
-                let outcome = protocol::decode_reply(&delivery.properties, delivery.data)
+                let id = id.to_owned();
+                let outcome = protocol::decode_reply(&delivery.properties, delivery.body)
                     .map_err(Error::Remote);
-                if !in_flight.complete(id.as_str(), outcome) {
+                if !in_flight.complete(&id, outcome) {
                     debug!(correlation_id = %id, "dropping a reply no call is waiting for");
                 }
             }
@@ -191,7 +162,7 @@ async fn route_replies(
 /// until it succeeds or the client is closed.
 pub(super) async fn supervise(
     settings: ClientBuilder,
-    endpoints: Endpoints,
+    link: Link,
     state: Arc<watch::Sender<State>>,
     mut ended: oneshot::Receiver<String>,
     closed: CancellationToken,
@@ -226,43 +197,15 @@ pub(super) async fn supervise(
         }
         if let Some(State::Connected(old)) = old {
             // A channel error leaves the connection open: close it.
-            let closing = old.connection.close(200, "reconnecting".into());
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
+            let _ = old.connection.close("reconnecting").await;
         }
         backoff.connection_lasted(connected.elapsed());
-        loop {
-            tokio::select! {
-                biased;
-                () = closed.cancelled() => return,
-                () = tokio::time::sleep(backoff.next_delay()) => {}
-            }
-            let opened = tokio::select! {
-                biased;
-                () = closed.cancelled() => return,
-                opened = Session::open(&settings, &endpoints, &unknown_replies) => opened,
-            };
-            match opened {
-                Ok((session, next_end)) => {
-                    let session = Arc::new(session);
-                    let installed = state.send_if_modified(|current| {
-                        if matches!(current, State::Closed) {
-                            return false;
-                        }
-                        *current = State::Connected(Arc::clone(&session));
-                        true
-                    });
-                    if !installed {
-                        let closing = session.connection.close(200, "client closed".into());
-                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
-                        return;
-                    }
-                    info!("the client reconnected to {}", session.url);
-                    ended = next_end;
-                    connected = tokio::time::Instant::now();
-                    break;
-                }
-                Err(error) => {
-                    warn!(%error, "the client could not reconnect yet; retrying");
+        let opened = link
+            .reopen(
+                &mut backoff,
+                "the client",
+                |connection| Session::open(connection, &settings, &unknown_replies),
+                |error| {
                     state.send_if_modified(|state| {
                         if let State::Reconnecting { last_error, .. } = state {
                             *last_error = Some(error.to_string());
@@ -270,8 +213,27 @@ pub(super) async fn supervise(
                         }
                         false
                     });
-                }
+                },
+                closed.cancelled(),
+            )
+            .await;
+        let Some((session, next_end)) = opened else {
+            return;
+        };
+        let session = Arc::new(session);
+        let installed = state.send_if_modified(|current| {
+            if matches!(current, State::Closed) {
+                return false;
             }
+            *current = State::Connected(Arc::clone(&session));
+            true
+        });
+        if !installed {
+            let _ = session.connection.close("client closed").await;
+            return;
         }
+        info!("the client reconnected to {}", session.connection.peer());
+        ended = next_end;
+        connected = tokio::time::Instant::now();
     }
 }

@@ -3,20 +3,23 @@
 
 use std::{sync::Arc, time::Duration};
 
-use lapin::{Channel, Confirmation, PublisherConfirm};
 use tokio::sync::mpsc;
 
-use crate::{Error, in_flight::InFlight};
+use super::in_flight::InFlight;
+use crate::{
+    Error,
+    transport::{Channel, Confirm, Confirmed},
+};
 
 /// How often, while calls are waiting, a client without publisher confirms
 /// collects requests the broker returned as unroutable.
-pub const RETURN_SWEEP: Duration = Duration::from_millis(20);
+const RETURN_SWEEP: Duration = Duration::from_millis(20);
 
-/// Without publisher confirms lapin keeps returned (unroutable `mandatory`)
-/// requests until `wait_for_confirms` is called, which then returns at once.
-/// Collect them while calls wait, and fail those calls with
-/// [`Error::NoRoute`]. With confirms, the same call frees the confirms of
-/// calls dropped while publishing, which lapin otherwise keeps forever.
+/// Without publisher confirms the broker's returns of unroutable
+/// (`mandatory`) requests wait until asked for. Collect them while calls
+/// wait, and fail those calls with [`Error::NoRoute`]. With confirms, the
+/// same call frees the confirms of calls dropped while publishing, which
+/// lapin otherwise keeps forever.
 pub(super) async fn sweep_returns(channel: Channel, in_flight: Arc<InFlight>) {
     let mut tick = tokio::time::interval(RETURN_SWEEP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -25,17 +28,16 @@ pub(super) async fn sweep_returns(channel: Channel, in_flight: Arc<InFlight>) {
         if in_flight.len() == 0 {
             continue;
         }
-        let Ok(returned) = channel.wait_for_confirms().await else {
+        let Ok(returned) = channel.returned().await else {
             // The channel is gone; the reply consumer fails every call.
             return;
         };
         for message in returned {
-            let properties = &message.delivery.properties;
-            if let Some(id) = properties.correlation_id() {
+            if let Some(id) = message.correlation_id {
                 in_flight.fail(
-                    id.as_str(),
+                    &id,
                     Error::NoRoute {
-                        queue: message.delivery.routing_key.to_string(),
+                        queue: message.routing_key,
                     },
                 );
             }
@@ -50,28 +52,21 @@ pub(super) async fn watch_confirms(
     in_flight: Arc<InFlight>,
 ) {
     while let Some(PendingConfirm { id, queue, confirm }) = queue.recv().await {
-        let error = match confirm.await {
-            Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => continue,
-            Ok(Confirmation::Ack(Some(_returned))) => Error::NoRoute { queue },
-            Ok(Confirmation::Nack(_)) => Error::Rejected { queue },
+        let error = match confirm.outcome().await {
+            Some(Confirmed::Taken) => continue,
+            Some(Confirmed::Returned) => Error::NoRoute { queue },
+            Some(Confirmed::Refused) => Error::Rejected { queue },
             // The reply consumer sees the same failure and fails every call.
-            Err(_) => continue,
+            None => continue,
         };
         in_flight.fail(&id, error);
     }
 }
 
 /// A request's confirm, and which call it belongs to.
+#[derive(Debug)]
 pub(super) struct PendingConfirm {
     pub(super) id: String,
     pub(super) queue: String,
-    pub(super) confirm: PublisherConfirm,
-}
-
-impl std::fmt::Debug for PendingConfirm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PendingConfirm")
-            .field("id", &self.id)
-            .finish()
-    }
+    pub(super) confirm: Confirm,
 }

@@ -13,13 +13,10 @@
 //!   tutorials declare `rpc_queue` today), and the broker judges whether an
 //!   existing queue is equivalent.
 
-use lapin::{
-    Channel, Connection,
-    options::QueueDeclareOptions,
-    types::{AMQPValue, FieldTable, ShortString},
+use crate::{
+    Error,
+    transport::{Channel, Connection, Declaration, QueueArgument, QueueState},
 };
-
-use crate::Error;
 
 /// The kind of request queue a server declares when it declares one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -49,13 +46,14 @@ pub enum QueueOrigin {
     Created,
 }
 
-/// What to declare, from the builder's settings.
+/// What to declare, from the builder's settings (a server's for every
+/// queue, a procedure's for its own).
 #[derive(Debug, Clone, Default)]
 pub(super) struct QueueSettings {
     pub(super) queue_type: Option<QueueType>,
     pub(super) durable: Option<bool>,
     pub(super) delivery_limit: Option<u32>,
-    pub(super) arguments: FieldTable,
+    pub(super) arguments: Vec<(String, QueueArgument)>,
 }
 
 impl QueueSettings {
@@ -65,7 +63,30 @@ impl QueueSettings {
         self.queue_type.is_some()
             || self.durable.is_some()
             || self.delivery_limit.is_some()
-            || !self.arguments.inner().is_empty()
+            || !self.arguments.is_empty()
+    }
+
+    /// `self` (a procedure's settings) over `defaults` (the server's): each
+    /// setting the procedure gives wins; arguments add up, the procedure's
+    /// winning by name.
+    pub(super) fn over(&self, defaults: &QueueSettings) -> QueueSettings {
+        let mut arguments = defaults.arguments.clone();
+        for (name, value) in &self.arguments {
+            arguments.retain(|(n, _)| n != name);
+            arguments.push((name.clone(), value.clone()));
+        }
+        QueueSettings {
+            queue_type: self.queue_type.or(defaults.queue_type),
+            durable: self.durable.or(defaults.durable),
+            delivery_limit: self.delivery_limit.or(defaults.delivery_limit),
+            arguments,
+        }
+    }
+
+    /// Sets the argument `name`, replacing an earlier value.
+    pub(super) fn set_argument(&mut self, name: String, value: QueueArgument) {
+        self.arguments.retain(|(n, _)| *n != name);
+        self.arguments.push((name, value));
     }
 
     /// The type declared: as set, else classic for a transient queue, else
@@ -106,25 +127,30 @@ impl QueueSettings {
         }
     }
 
-    /// The declaration's arguments: the queue type, the delivery limit if
-    /// asked, and any extra arguments.
-    fn arguments(&self) -> FieldTable {
+    /// The declaration: durability, and as arguments the queue type, the
+    /// delivery limit if asked, and any extra arguments.
+    fn declaration(&self) -> Declaration {
         let mut arguments = self.arguments.clone();
         let queue_type = match self.queue_type() {
             QueueType::Quorum => "quorum",
             QueueType::Classic => "classic",
         };
-        arguments.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString(queue_type.into()),
-        );
+        arguments.retain(|(name, _)| name != "x-queue-type" && name != "x-delivery-limit");
+        arguments.push((
+            "x-queue-type".to_owned(),
+            QueueArgument::Text(queue_type.to_owned()),
+        ));
         if let Some(limit) = self.delivery_limit {
-            arguments.insert(
-                "x-delivery-limit".into(),
-                AMQPValue::LongLongInt(i64::from(limit)),
-            );
+            arguments.push((
+                "x-delivery-limit".to_owned(),
+                QueueArgument::Int(i64::from(limit)),
+            ));
         }
-        arguments
+        Declaration {
+            durable: self.durable(),
+            arguments,
+            ..Declaration::default()
+        }
     }
 
     /// A few words for logs: "a durable quorum queue".
@@ -148,24 +174,14 @@ impl QueueSettings {
 pub(super) async fn bind(
     connection: &Connection,
     channel: &Channel,
-    queue: &ShortString,
+    queue: &str,
     settings: &QueueSettings,
 ) -> Result<QueueOrigin, Error> {
-    let exists = exists(connection, queue).await?;
+    let exists = connection.probe(queue).await? != QueueState::Missing;
     if exists && !settings.explicit() {
         return Ok(QueueOrigin::Joined);
     }
-    channel
-        .queue_declare(
-            queue.clone(),
-            QueueDeclareOptions {
-                durable: settings.durable(),
-                ..QueueDeclareOptions::default()
-            },
-            settings.arguments(),
-        )
-        .await
-        .map_err(|error| declare_error(queue.as_str(), &error))?;
+    channel.declare(queue, &settings.declaration()).await?;
     Ok(if exists {
         QueueOrigin::Matched
     } else {
@@ -173,171 +189,22 @@ pub(super) async fn bind(
     })
 }
 
-/// Whether `queue` exists, asked on a throwaway channel.
-async fn exists(connection: &Connection, queue: &ShortString) -> Result<bool, Error> {
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(Error::from_lapin)?;
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    match channel
-        .queue_declare(queue.clone(), passive, FieldTable::default())
-        .await
-    {
-        Ok(_) => {
-            let _ = channel.close(200, "probe done".into()).await;
-            Ok(true)
-        }
-        // The 404 closed the throwaway channel; nothing else to do.
-        Err(error) if amqp_code(&error) == Some(404) => Ok(false),
-        Err(error) => Err(declare_error(queue.as_str(), &error)),
-    }
-}
-
-fn amqp_code(error: &lapin::Error) -> Option<u16> {
-    match error.kind() {
-        lapin::ErrorKind::ProtocolError(amqp) => Some(amqp.get_id()),
-        _ => None,
-    }
-}
-
-/// The error for a failed declaration of `queue`.
-fn declare_error(queue: &str, error: &lapin::Error) -> Error {
-    let lapin::ErrorKind::ProtocolError(amqp) = error.kind() else {
-        return Error::from_lapin(error.clone());
-    };
-    let message = amqp.get_message().as_str();
-    match amqp.get_id() {
-        406 => match Inequivalent::parse(message) {
-            Some(found) => Error::QueueMismatch {
-                queue: queue.to_owned(),
-                setting: found.setting,
-                existing: found.current,
-                asked: found.received,
-            },
-            None => Error::Declare {
-                queue: queue.to_owned(),
-                reason: format!(
-                    "it exists with other settings ({message}); serve it without queue settings \
-                     to take it as it is, or delete it to declare it anew"
-                ),
-            },
-        },
-        403 => Error::Declare {
-            queue: queue.to_owned(),
-            reason: format!("access refused ({message}); check the user's permissions"),
-        },
-        405 => Error::Declare {
-            queue: queue.to_owned(),
-            reason: format!(
-                "it is exclusive to another connection ({message}); choose another queue name"
-            ),
-        },
-        _ => Error::from_lapin(error.clone()),
-    }
-}
-
-/// What the broker reports about an inequivalent declaration, e.g.
-/// `PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'q' in vhost
-/// '/': received 'false' but current is 'true'`.
-#[derive(Debug, PartialEq, Eq)]
-struct Inequivalent {
-    setting: String,
-    received: String,
-    current: String,
-}
-
-impl Inequivalent {
-    fn parse(message: &str) -> Option<Inequivalent> {
-        let rest = &message[message.find("inequivalent arg '")? + "inequivalent arg '".len()..];
-        let (setting, rest) = rest.split_once('\'')?;
-        let rest = &rest[rest.find(": received ")? + ": received ".len()..];
-        let (received, current) = rest.split_once(" but current is ")?;
-        Some(Inequivalent {
-            setting: setting.to_owned(),
-            received: value(received),
-            current: value(current),
-        })
-    }
-}
-
-/// A value as the broker prints it, as a person would: `none` is "not set",
-/// `the value '10' of type 'signedint'` is `10`, `'quorum'` stays quoted.
-fn value(text: &str) -> String {
-    let text = text.trim();
-    if text == "none" {
-        return "not set".to_owned();
-    }
-    let text = text.strip_prefix("the value ").unwrap_or(text);
-    let text = match text.rfind(" of type '") {
-        Some(at) => &text[..at],
-        None => text,
-    };
-    match text.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')) {
-        Some(bare) if bare.parse::<f64>().is_ok() || bare == "true" || bare == "false" => {
-            bare.to_owned()
-        }
-        _ => text.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parsed(message: &str) -> (String, String, String) {
-        let found = Inequivalent::parse(message).expect("parses");
-        (found.setting, found.received, found.current)
-    }
-
-    #[test]
-    fn reads_what_rabbitmq_says_about_inequivalent_queues() {
-        // Messages as RabbitMQ 3.10 sends them.
-        assert_eq!(
-            parsed(
-                "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'rpc_queue' in \
-                 vhost '/': received 'false' but current is 'true'"
-            ),
-            ("durable".into(), "false".into(), "true".into())
-        );
-        assert_eq!(
-            parsed(
-                "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q' in vhost \
-                 '/': received none but current is the value 'quorum' of type 'longstr'"
-            ),
-            ("x-queue-type".into(), "not set".into(), "'quorum'".into())
-        );
-        assert_eq!(
-            parsed(
-                "PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue 'q' in \
-                 vhost '/': received the value '10' of type 'signedint' but current is none"
-            ),
-            ("x-delivery-limit".into(), "10".into(), "not set".into())
-        );
-        assert_eq!(
-            parsed(
-                "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q' in vhost \
-                 '/': received 'classic' but current is 'quorum'"
-            ),
-            ("x-queue-type".into(), "'classic'".into(), "'quorum'".into())
-        );
-        assert!(Inequivalent::parse("PRECONDITION_FAILED - something else").is_none());
-    }
 
     #[test]
     fn without_settings_the_declaration_is_todays_tutorials() {
         let settings = QueueSettings::default();
         assert!(!settings.explicit());
-        assert!(settings.durable());
-        assert_eq!(settings.queue_type(), QueueType::Quorum);
-        let arguments = settings.arguments();
-        assert_eq!(arguments.inner().len(), 1, "{arguments:?}");
+        let declaration = settings.declaration();
+        assert!(declaration.durable);
         assert_eq!(
-            arguments.inner().get("x-queue-type"),
-            Some(&AMQPValue::LongString("quorum".into()))
+            declaration.arguments,
+            vec![(
+                "x-queue-type".to_owned(),
+                QueueArgument::Text("quorum".to_owned())
+            )]
         );
     }
 
@@ -362,5 +229,27 @@ mod tests {
         assert!(transient.check().is_ok());
         assert_eq!(transient.queue_type(), QueueType::Classic);
         assert_eq!(transient.describe(), "a transient classic queue");
+    }
+
+    #[test]
+    fn a_procedures_settings_win_over_the_servers() {
+        let mut server = QueueSettings {
+            queue_type: Some(QueueType::Classic),
+            ..QueueSettings::default()
+        };
+        server.set_argument("x-expires".into(), QueueArgument::Int(60_000));
+        let mut procedure = QueueSettings {
+            delivery_limit: Some(3),
+            queue_type: Some(QueueType::Quorum),
+            ..QueueSettings::default()
+        };
+        procedure.set_argument("x-expires".into(), QueueArgument::Int(1_000));
+        let merged = procedure.over(&server);
+        assert_eq!(merged.queue_type(), QueueType::Quorum);
+        assert_eq!(merged.delivery_limit, Some(3));
+        assert_eq!(
+            merged.arguments,
+            vec![("x-expires".to_owned(), QueueArgument::Int(1_000))]
+        );
     }
 }

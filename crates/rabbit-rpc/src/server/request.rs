@@ -4,47 +4,46 @@
 use std::{panic::AssertUnwindSafe, sync::Arc};
 
 use futures_util::FutureExt;
-use lapin::{
-    BasicProperties, Channel,
-    message::Delivery,
-    options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions},
-    types::ShortString,
-};
 use tokio::{sync::Semaphore, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use super::{
-    Failure,
+    Context, Failure,
+    handler::{ErasedHandler, Request, Response},
+    queue::QueueSettings,
     reply_to::{RefusalLog, ReplyToPolicy},
-    stats::{Count, ServerStats},
+    stats::{Count, Counters},
 };
 use crate::{
-    Code, Handler, Request, Response, Status,
-    protocol::{self, ERROR_CONTENT_TYPE},
+    Code, Status,
+    protocol::{self, ERROR_CONTENT_TYPE, MAX_CORRELATION_ID_LEN, MAX_DETAILS},
+    transport::{Acker, Channel, Delivery, Properties},
 };
-
-/// The longest `correlation_id` answered normally. AMQP allows 255 bytes;
-/// ids from real clients (UUIDs, counters) are far shorter, and a longer one
-/// gets an `invalid_argument` reply.
-pub const MAX_CORRELATION_ID_LEN: usize = 128;
 
 /// Error messages longer than this are cut: they are for people.
 const MAX_ERROR_MESSAGE: usize = 64 * 1024;
 
-/// What every request needs, for the server's whole life.
-pub(super) struct Shared<H> {
-    pub(super) handler: H,
-    pub(super) queue: String,
-    pub(super) max_request_size: usize,
-    pub(super) max_reply_size: usize,
-    pub(super) stats: ServerStats,
+/// What every procedure of a server shares.
+pub(super) struct Common {
     /// Where replies may go.
     pub(super) reply_to: ReplyToPolicy,
     pub(super) refusals: RefusalLog,
-    pub(super) permits: Arc<Semaphore>,
     /// Cancelled when the server starts draining.
     pub(super) draining: CancellationToken,
+}
+
+/// A procedure as the server runs it, for the server's whole life.
+pub(super) struct Running {
+    pub(super) queue: Arc<str>,
+    pub(super) handler: Arc<dyn ErasedHandler>,
+    pub(super) prefetch: u16,
+    pub(super) declare: QueueSettings,
+    pub(super) max_request_size: usize,
+    pub(super) max_reply_size: usize,
+    pub(super) counters: Arc<Counters>,
+    pub(super) permits: Arc<Semaphore>,
+    pub(super) common: Arc<Common>,
 }
 
 /// Where a request came from: the connection it arrived on. Replies and
@@ -58,7 +57,7 @@ pub(super) struct Origin {
     pub(super) lost: CancellationToken,
 }
 
-impl<H: Handler> Shared<H> {
+impl Running {
     /// Waits for a free handler slot, then processes the delivery; a request
     /// still waiting for a slot when draining starts goes back to the queue.
     pub(super) async fn run(
@@ -67,6 +66,7 @@ impl<H: Handler> Shared<H> {
         received: Instant,
         origin: Origin,
     ) {
+        let draining = &self.common.draining;
         // A free slot needs no waiting (the common case): no futures to
         // set up for the token checks.
         let permit = match Arc::clone(&self.permits).try_acquire_owned() {
@@ -74,15 +74,15 @@ impl<H: Handler> Shared<H> {
             Err(_) => tokio::select! {
                 biased;
                 () = origin.lost.cancelled() => return,
-                () = self.draining.cancelled() => None,
+                () = draining.cancelled() => None,
                 permit = Arc::clone(&self.permits).acquire_owned() => permit.ok(),
             },
         };
         if origin.lost.is_cancelled() {
             return;
         }
-        if permit.is_none() || self.draining.is_cancelled() {
-            self.requeue(&delivery).await;
+        if permit.is_none() || draining.is_cancelled() {
+            self.requeue(&delivery.acker).await;
             return;
         }
         self.process(delivery, received, &origin).await;
@@ -90,13 +90,9 @@ impl<H: Handler> Shared<H> {
     }
 
     /// Hands a request not started back to the queue, for another server.
-    pub(super) async fn requeue(&self, delivery: &Delivery) {
-        let requeue = BasicNackOptions {
-            requeue: true,
-            ..BasicNackOptions::default()
-        };
-        match delivery.acker.nack(requeue).await {
-            Ok(_) => self.stats.add(Count::Requeued),
+    pub(super) async fn requeue(&self, acker: &Acker) {
+        match acker.nack(true).await {
+            Ok(()) => self.counters.add(Count::Requeued),
             Err(error) => {
                 debug!(%error, "could not requeue a request; the broker requeues it when the channel closes")
             }
@@ -107,72 +103,74 @@ impl<H: Handler> Shared<H> {
     /// requeued from here: a request that cannot be answered is rejected
     /// (dead-lettered if the queue has a dead-letter exchange, else dropped)
     /// with a log line, one whose caller gave up is acknowledged unstarted.
-    async fn process(&self, mut delivery: Delivery, received: Instant, origin: &Origin) {
-        if delivery.redelivered {
-            self.stats.add(Count::Redelivered);
+    async fn process(&self, delivery: Delivery, received: Instant, origin: &Origin) {
+        let Delivery {
+            properties,
+            body,
+            redelivered,
+            acker,
+        } = delivery;
+        if redelivered {
+            self.counters.add(Count::Redelivered);
         }
-        let properties = &delivery.properties;
         let reply_to = match properties.reply_to() {
-            Some(reply_to) if !reply_to.as_str().is_empty() => reply_to.clone(),
+            Some(reply_to) if !reply_to.is_empty() => reply_to,
             _ => {
                 warn!(queue = %self.queue, "dropping a request without reply_to: there is nowhere to answer");
-                self.stats.add(Count::Dropped);
-                reject(&delivery).await;
+                self.counters.add(Count::Dropped);
+                reject(&acker).await;
                 return;
             }
         };
-        if reply_to.as_str() == self.queue {
+        if reply_to == &*self.queue {
             warn!(queue = %self.queue, "dropping a request whose reply_to is the request queue itself: answering would loop");
-            self.stats.add(Count::Dropped);
-            reject(&delivery).await;
+            self.counters.add(Count::Dropped);
+            reject(&acker).await;
             return;
         }
-        if !self.reply_to.allows(reply_to.as_str()) {
-            self.refusals.refused(&self.queue, reply_to.as_str());
-            self.stats.add(Count::Refused);
-            reject(&delivery).await;
+        if !self.common.reply_to.allows(reply_to) {
+            self.common.refusals.refused(&self.queue, reply_to);
+            self.counters.add(Count::Refused);
+            reject(&acker).await;
             return;
         }
         // A timeout too large for the clock means no deadline.
-        let deadline =
-            protocol::request_timeout(properties).and_then(|timeout| received.checked_add(timeout));
+        let deadline = protocol::request_timeout(&properties)
+            .and_then(|timeout| received.checked_add(timeout));
         if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             debug!(queue = %self.queue, "skipping a request whose caller stopped waiting");
-            self.stats.add(Count::Expired);
-            ack(&delivery).await;
+            self.counters.add(Count::Expired);
+            ack(&acker).await;
             return;
         }
-        let correlation_id = properties.correlation_id().clone();
-        let result = match self.check(&delivery) {
+        let result = match self.check(&properties, &body) {
             // Lost while waiting for a slot: the request is back in the
             // queue; running it here would run it twice.
             Ok(()) if origin.lost.is_cancelled() => return,
-            Ok(()) => self.run_handler(&mut delivery, deadline).await,
+            Ok(()) => {
+                self.run_handler(&properties, body, redelivered, deadline)
+                    .await
+            }
             Err(status) => Err(status),
         };
-        let failed = result.is_err();
-        let (properties, body) = reply(
-            correlation_id.as_ref(),
-            &delivery.properties,
-            result,
-            self.max_reply_size,
+        let answer = Answer::new(result, self.max_reply_size);
+        let failed = answer.code != Code::Ok;
+        let message = protocol::reply(
+            properties.correlation_id(),
+            answer.code,
+            answer.content_type.as_deref().or(properties.content_type()),
+            answer.details.as_deref(),
         );
         let published = origin
             .replies
-            .basic_publish(
-                "".into(),
-                reply_to,
-                BasicPublishOptions::default(),
-                &body,
-                properties,
-            )
+            .publish(reply_to, false, &message, &answer.body)
             .await;
         match published {
             Ok(_) => {
-                ack(&delivery).await;
-                self.stats.add(Count::Answered);
+                ack(&acker).await;
+                self.counters.add(Count::Answered);
                 if failed {
-                    self.stats.add(Count::Error);
+                    self.counters.add(Count::Error);
                 }
             }
             // Not acknowledged: the server reconnects, closing this
@@ -185,22 +183,22 @@ impl<H: Handler> Shared<H> {
     }
 
     /// Checks a request can be worked on, before any work.
-    fn check(&self, delivery: &Delivery) -> Result<(), Status> {
-        let Some(id) = delivery.properties.correlation_id() else {
+    fn check(&self, properties: &Properties, body: &[u8]) -> Result<(), Status> {
+        let Some(id) = properties.correlation_id() else {
             return Err(Status::invalid_argument(
                 "the request has no correlation_id; set one so the reply can be matched",
             ));
         };
-        if id.as_str().len() > MAX_CORRELATION_ID_LEN {
+        if id.len() > MAX_CORRELATION_ID_LEN {
             return Err(Status::invalid_argument(format!(
                 "the correlation_id is {} bytes; this server accepts at most {MAX_CORRELATION_ID_LEN}",
-                id.as_str().len()
+                id.len()
             )));
         }
-        if delivery.data.len() > self.max_request_size {
+        if body.len() > self.max_request_size {
             return Err(Status::resource_exhausted(format!(
                 "the request body is {} bytes; this server accepts at most {}",
-                delivery.data.len(),
+                body.len(),
                 self.max_request_size
             )));
         }
@@ -209,19 +207,25 @@ impl<H: Handler> Shared<H> {
 
     async fn run_handler(
         &self,
-        delivery: &mut Delivery,
+        properties: &Properties,
+        body: Vec<u8>,
+        redelivered: bool,
         deadline: Option<Instant>,
     ) -> Result<Response, Status> {
         let request = Request {
-            body: std::mem::take(&mut delivery.data),
-            content_type: delivery.properties.content_type().clone(),
-            correlation_id: delivery.properties.correlation_id().clone(),
-            redelivered: delivery.redelivered,
-            deadline,
+            context: Context {
+                queue: Arc::clone(&self.queue),
+                correlation_id: properties.correlation_id().map(str::to_owned),
+                content_type: properties.content_type().map(str::to_owned),
+                redelivered,
+                deadline,
+                metadata: protocol::metadata(properties),
+            },
+            body,
         };
         // The `async` block puts the handler's synchronous part (before its
         // future exists) inside the catch too.
-        match AssertUnwindSafe(async { self.handler.call(request).await })
+        match AssertUnwindSafe(async { self.handler.call_boxed(request).await })
             .catch_unwind()
             .await
         {
@@ -235,58 +239,65 @@ impl<H: Handler> Shared<H> {
     }
 }
 
-/// Rejects without requeueing: the broker dead-letters the request if the
-/// queue has a dead-letter exchange, else drops it.
-async fn reject(delivery: &Delivery) {
-    let options = BasicNackOptions {
-        requeue: false,
-        ..BasicNackOptions::default()
-    };
-    if let Err(error) = delivery.acker.nack(options).await {
-        warn!(%error, "could not reject a request; the broker will redeliver it");
-    }
+/// What a reply says: a handler's result as it can be sent. A result that
+/// cannot be sent as it is (too large, a content type over 255 bytes)
+/// becomes an error saying so; error details too large for a header are
+/// left out, with a note in the message.
+struct Answer {
+    code: Code,
+    /// The reply's content type; `None` repeats the request's.
+    content_type: Option<String>,
+    details: Option<String>,
+    body: Vec<u8>,
 }
 
-/// The reply's properties and body for a handler's result. A result that
-/// cannot be sent as it is (too large, a content type over 255 bytes) becomes
-/// an error reply saying so.
-fn reply(
-    correlation_id: Option<&ShortString>,
-    request: &BasicProperties,
-    result: Result<Response, Status>,
-    max_size: usize,
-) -> (BasicProperties, Vec<u8>) {
-    let sendable = result.and_then(|response| {
-        if response.body.len() > max_size {
-            return Err(Status::resource_exhausted(format!(
-                "the reply is {} bytes; this server sends at most {max_size}",
-                response.body.len()
-            )));
-        }
-        let content_type = match response.content_type {
-            Some(content_type) => Some(ShortString::try_new(content_type).map_err(|_| {
-                Status::internal("the handler set a content type longer than 255 bytes")
-            })?),
-            None => request.content_type().clone(),
-        };
-        Ok((content_type, response.body))
-    });
-    match sendable {
-        Ok((content_type, body)) => {
-            let properties = protocol::reply_properties(correlation_id, Code::Ok, content_type);
-            (properties, body)
-        }
-        Err(status) => {
-            debug!(%status, "answering with an error");
-            let properties = protocol::reply_properties(
-                correlation_id,
-                status.code(),
-                Some(ERROR_CONTENT_TYPE.into()),
-            );
-            (
-                properties,
-                truncated(status.message(), max_size.min(MAX_ERROR_MESSAGE)),
-            )
+impl Answer {
+    fn new(result: Result<Response, Status>, max_size: usize) -> Answer {
+        let sendable = result.and_then(|response| {
+            if response.body.len() > max_size {
+                return Err(Status::resource_exhausted(format!(
+                    "the reply is {} bytes; this server sends at most {max_size}",
+                    response.body.len()
+                )));
+            }
+            if response
+                .content_type
+                .as_ref()
+                .is_some_and(|c| c.len() > 255)
+            {
+                return Err(Status::internal(
+                    "the handler set a content type longer than 255 bytes",
+                ));
+            }
+            Ok(response)
+        });
+        match sendable {
+            Ok(response) => Answer {
+                code: Code::Ok,
+                content_type: response.content_type,
+                details: None,
+                body: response.body,
+            },
+            Err(status) => {
+                debug!(%status, "answering with an error");
+                let mut message = status.message().to_owned();
+                let details = match status.details_json() {
+                    Some(details) if details.len() > MAX_DETAILS => {
+                        message.push_str(&format!(
+                            " (details left out: {} bytes, over the {MAX_DETAILS} a header may carry)",
+                            details.len()
+                        ));
+                        None
+                    }
+                    details => details.map(str::to_owned),
+                };
+                Answer {
+                    code: status.code(),
+                    content_type: Some(ERROR_CONTENT_TYPE.to_owned()),
+                    details,
+                    body: truncated(&message, max_size.min(MAX_ERROR_MESSAGE)),
+                }
+            }
         }
     }
 }
@@ -300,9 +311,17 @@ fn truncated(text: &str, max: usize) -> Vec<u8> {
     text.as_bytes()[..end].to_vec()
 }
 
-async fn ack(delivery: &Delivery) {
-    if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
+async fn ack(acker: &Acker) {
+    if let Err(error) = acker.ack().await {
         warn!(%error, "could not acknowledge a request; the broker will redeliver it");
+    }
+}
+
+/// Rejects without requeueing: the broker dead-letters the request if the
+/// queue has a dead-letter exchange, else drops it.
+async fn reject(acker: &Acker) {
+    if let Err(error) = acker.nack(false).await {
+        warn!(%error, "could not reject a request; the broker will redeliver it");
     }
 }
 
@@ -325,5 +344,22 @@ mod tests {
         assert_eq!(truncated("héllo", 2), b"h");
         assert_eq!(truncated("héllo", 3), "hé".as_bytes());
         assert_eq!(truncated("abc", 10), b"abc");
+    }
+
+    #[test]
+    fn details_too_large_for_a_header_are_left_out_with_a_note() {
+        let big = "x".repeat(MAX_DETAILS + 1);
+        let answer = Answer::new(
+            Err(Status::invalid_argument("bad").with_details(&big)),
+            1024,
+        );
+        assert!(answer.details.is_none());
+        assert!(
+            String::from_utf8(answer.body)
+                .unwrap()
+                .contains("details left out")
+        );
+        let small = Answer::new(Err(Status::internal("oops").with_details(&[1, 2])), 1024);
+        assert_eq!(small.details.as_deref(), Some("[1,2]"));
     }
 }

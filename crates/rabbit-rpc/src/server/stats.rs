@@ -1,19 +1,24 @@
-//! What a server counts: requests answered, refused, expired, dropped,
-//! redelivered, and reconnections.
+//! What a server counts, per procedure: requests answered, refused,
+//! expired, dropped, redelivered, requeued; and its reconnections.
 
 use std::sync::{
     Arc,
     atomic::{AtomicU64, Ordering},
 };
 
-/// A running server's counters, readable at any time from another task.
-/// Cheap to clone: clones share the counters. Get one from
-/// [`Server::stats`](super::Server::stats) before serving.
-#[derive(Debug, Clone, Default)]
-pub struct ServerStats(Arc<Counters>);
+/// A running server's counters, readable at any time from another task:
+/// for the whole server ([`Server::stats`](super::Server::stats)) or one
+/// procedure ([`Server::procedure_stats`](super::Server::procedure_stats)).
+/// Cheap to clone: clones share the counters.
+#[derive(Debug, Clone)]
+pub struct ServerStats {
+    procedures: Arc<[Arc<Counters>]>,
+    reconnections: Arc<AtomicU64>,
+}
 
+/// One procedure's counters.
 #[derive(Debug, Default)]
-struct Counters {
+pub(super) struct Counters {
     answered: AtomicU64,
     errors: AtomicU64,
     expired: AtomicU64,
@@ -21,7 +26,6 @@ struct Counters {
     redelivered: AtomicU64,
     requeued: AtomicU64,
     refused: AtomicU64,
-    reconnections: AtomicU64,
 }
 
 /// Which counter to add one to.
@@ -34,59 +38,77 @@ pub(super) enum Count {
     Redelivered,
     Requeued,
     Refused,
-    Reconnection,
+}
+
+impl Counters {
+    pub(super) fn add(&self, count: Count) {
+        let counter = match count {
+            Count::Answered => &self.answered,
+            Count::Error => &self.errors,
+            Count::Expired => &self.expired,
+            Count::Dropped => &self.dropped,
+            Count::Redelivered => &self.redelivered,
+            Count::Requeued => &self.requeued,
+            Count::Refused => &self.refused,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl ServerStats {
-    pub(super) fn add(&self, count: Count) {
-        let counters = &*self.0;
-        let counter = match count {
-            Count::Answered => &counters.answered,
-            Count::Error => &counters.errors,
-            Count::Expired => &counters.expired,
-            Count::Dropped => &counters.dropped,
-            Count::Redelivered => &counters.redelivered,
-            Count::Requeued => &counters.requeued,
-            Count::Refused => &counters.refused,
-            Count::Reconnection => &counters.reconnections,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+    /// The stats of `procedures` together.
+    pub(super) fn of(procedures: &[Arc<Counters>], reconnections: &Arc<AtomicU64>) -> ServerStats {
+        ServerStats {
+            procedures: procedures.iter().cloned().collect(),
+            reconnections: Arc::clone(reconnections),
+        }
+    }
+
+    pub(super) fn reconnected(&self) {
+        self.reconnections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn sum(&self, counter: impl Fn(&Counters) -> &AtomicU64) -> u64 {
+        self.procedures
+            .iter()
+            .map(|counters| counter(counters).load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Requests answered, successfully or with an error reply.
     pub fn answered(&self) -> u64 {
-        self.0.answered.load(Ordering::Relaxed)
+        self.sum(|c| &c.answered)
     }
 
     /// Of [`ServerStats::answered`], those answered with an error reply
     /// (handler errors, panics, refused input).
     pub fn errors(&self) -> u64 {
-        self.0.errors.load(Ordering::Relaxed)
+        self.sum(|c| &c.errors)
     }
 
     /// Requests acknowledged without running the handler because their
     /// caller's deadline had passed.
     pub fn expired(&self) -> u64 {
-        self.0.expired.load(Ordering::Relaxed)
+        self.sum(|c| &c.expired)
     }
 
     /// Requests that could not be answered (no `reply_to`, or a `reply_to`
     /// that would loop) and were rejected without requeueing: dead-lettered
     /// when the queue has a dead-letter exchange, else dropped.
     pub fn dropped(&self) -> u64 {
-        self.0.dropped.load(Ordering::Relaxed)
+        self.sum(|c| &c.dropped)
     }
 
     /// Requests the broker marked as delivered before (to a server that
     /// crashed or lost its connection first). They run again: at-least-once.
     pub fn redelivered(&self) -> u64 {
-        self.0.redelivered.load(Ordering::Relaxed)
+        self.sum(|c| &c.redelivered)
     }
 
     /// Requests received but not started when the server began shutting
     /// down, handed back to the queue for another server.
     pub fn requeued(&self) -> u64 {
-        self.0.requeued.load(Ordering::Relaxed)
+        self.sum(|c| &c.requeued)
     }
 
     /// Requests refused because their `reply_to` is not an address the
@@ -94,12 +116,12 @@ impl ServerStats {
     /// [`ServerBuilder::allow_reply_to_prefix`](super::ServerBuilder::allow_reply_to_prefix)):
     /// not run, not answered, rejected without requeue.
     pub fn refused(&self) -> u64 {
-        self.0.refused.load(Ordering::Relaxed)
+        self.sum(|c| &c.refused)
     }
 
     /// How many times the server reconnected after losing the broker.
     pub fn reconnections(&self) -> u64 {
-        self.0.reconnections.load(Ordering::Relaxed)
+        self.reconnections.load(Ordering::Relaxed)
     }
 }
 
@@ -117,5 +139,24 @@ impl std::fmt::Display for ServerStats {
             self.requeued(),
             self.reconnections()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_sums_its_procedures() {
+        let (a, b) = (Arc::new(Counters::default()), Arc::new(Counters::default()));
+        let reconnections = Arc::default();
+        let all = ServerStats::of(&[Arc::clone(&a), Arc::clone(&b)], &reconnections);
+        let only_b = ServerStats::of(&[Arc::clone(&b)], &reconnections);
+        a.add(Count::Answered);
+        b.add(Count::Answered);
+        b.add(Count::Refused);
+        all.reconnected();
+        assert_eq!((all.answered(), all.refused()), (2, 1));
+        assert_eq!((only_b.answered(), only_b.reconnections()), (1, 1));
     }
 }

@@ -15,7 +15,7 @@ use rabbit_rpc::{CallOptions, Client, Error, Handler, Reply, Server};
 use tokio::{sync::oneshot, task::JoinHandle};
 
 pub fn url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| rabbit_rpc::DEFAULT_URL.to_owned())
+    std::env::var("AMQP_URL").unwrap_or_else(|_| rabbit_rpc::BrokerUrl::DEFAULT.to_owned())
 }
 
 /// A queue name no other test uses.
@@ -67,7 +67,7 @@ impl TestServer {
         configure: impl FnOnce(rabbit_rpc::ServerBuilder) -> rabbit_rpc::ServerBuilder,
     ) -> TestServer {
         TestServer::start_on(unique_queue(test), handler, |builder| {
-            configure(builder.queue_arguments(expiring()))
+            configure(builder.queue_argument("x-expires", 60_000))
         })
         .await
     }
@@ -79,11 +79,11 @@ impl TestServer {
         handler: H,
         configure: impl FnOnce(rabbit_rpc::ServerBuilder) -> rabbit_rpc::ServerBuilder,
     ) -> TestServer {
-        let builder = Server::builder().url(url()).queue(&queue);
+        let builder = Server::builder().url(url()).procedure(&queue, handler);
         let server = configure(builder).bind().await.expect("bind server");
         let stats = server.stats();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve_with_shutdown(handler, async {
+        let task = tokio::spawn(server.serve_with_shutdown(async {
             let _ = stopped.await;
         }));
         TestServer {

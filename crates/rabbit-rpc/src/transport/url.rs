@@ -1,6 +1,5 @@
-//! Where the broker is and how to reach it: URL parsing, password
-//! redaction, connecting with a bounded wait, trying several brokers in turn,
-//! and the backoff between reconnection attempts.
+//! Where the broker is: URL parsing, password redaction, and the list of
+//! brokers a client or server may use, tried in turn.
 
 use std::{
     fmt,
@@ -9,35 +8,33 @@ use std::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Duration,
 };
 
-use lapin::{Connection, ConnectionProperties, uri::AMQPUri};
+use lapin::uri::AMQPUri;
 
 use crate::Error;
 
-/// The URL used when none is given: a local RabbitMQ with the default
-/// `guest` account and virtual host `/`.
-pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-
-/// How long [`BrokerUrl::connect`] waits by default for the TCP connection
-/// and the AMQP handshake together.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// The heartbeat interval asked for when the URL does not set one, so a dead
 /// peer is noticed in tens of seconds rather than the broker's default 60.
-pub const DEFAULT_HEARTBEAT_SECS: u16 = 10;
+const HEARTBEAT_SECS: u16 = 10;
 
 /// A parsed AMQP URL (`amqp://user:password@host:port/vhost?options`).
 ///
 /// Its [`Display`](fmt::Display) never shows the password, so it is safe to
-/// put in logs and error messages.
+/// put in logs and error messages. A URL without a virtual host, or ending
+/// in a bare `/`, means vhost `/` (as Go's and Python's clients read it);
+/// without `heartbeat=N` it asks for 10 s, so a dead peer is noticed in tens
+/// of seconds rather than the broker's default 60.
 #[derive(Clone)]
 pub struct BrokerUrl {
     uri: AMQPUri,
 }
 
 impl BrokerUrl {
+    /// The URL used when none is given: a local RabbitMQ with the default
+    /// `guest` account and virtual host `/`.
+    pub const DEFAULT: &'static str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
     /// Parses an AMQP URL.
     ///
     /// # Errors
@@ -55,7 +52,7 @@ impl BrokerUrl {
             uri.vhost = "/".to_owned();
         }
         if uri.query.heartbeat.is_none() {
-            uri.query.heartbeat = Some(DEFAULT_HEARTBEAT_SECS);
+            uri.query.heartbeat = Some(HEARTBEAT_SECS);
         }
         Ok(BrokerUrl { uri })
     }
@@ -65,34 +62,35 @@ impl BrokerUrl {
         format!("{}:{}", self.uri.authority.host, self.uri.authority.port)
     }
 
-    /// Opens a connection, giving up after `timeout`.
-    ///
-    /// `name` is shown as the connection name in RabbitMQ's management UI and
-    /// `rabbitmqctl list_connections`.
-    ///
-    /// # Errors
-    /// [`Error::Connect`] when the broker refuses, cannot be reached, rejects
-    /// the login, or does not answer within `timeout`.
-    pub async fn connect(&self, name: &str, timeout: Duration) -> Result<Connection, Error> {
-        let properties = ConnectionProperties::default().with_connection_name(name.into());
-        let connecting = Connection::connect_uri(self.uri.clone(), properties);
-        match tokio::time::timeout(timeout, connecting).await {
-            Ok(Ok(connection)) => Ok(connection),
-            Ok(Err(source)) => Err(Error::Connect {
-                endpoint: self.endpoint(),
-                reason: describe_connect_error(
-                    &source,
-                    &self.uri.authority.userinfo.username,
-                    &self.uri.vhost,
+    /// The parsed URI, for connecting.
+    pub(crate) fn uri(&self) -> &AMQPUri {
+        &self.uri
+    }
+
+    /// One short phrase for a failed connect, with what to check, without
+    /// lapin's internal wording.
+    pub(crate) fn describe_connect_error(&self, error: &lapin::Error) -> String {
+        use lapin::ErrorKind;
+        let user = &self.uri.authority.userinfo.username;
+        let vhost = &self.uri.vhost;
+        match error.kind() {
+            ErrorKind::IOError(io) => match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => {
+                    "connection refused; is RabbitMQ running there?".to_owned()
+                }
+                _ => io.to_string(),
+            },
+            ErrorKind::ProtocolError(amqp) => match amqp.get_id() {
+                403 => format!("login refused for user '{user}'; check the user name and password"),
+                530 => format!(
+                    "user '{user}' may not use virtual host '{vhost}'; check that it exists and the user's permissions"
                 ),
-            }),
-            Err(_) => Err(Error::Connect {
-                endpoint: self.endpoint(),
-                reason: format!(
-                    "no AMQP handshake within {}; is that a RabbitMQ port, and reachable?",
-                    crate::fmt_duration(timeout)
-                ),
-            }),
+                _ => format!("the broker refused the connection: {}", amqp.get_message()),
+            },
+            ErrorKind::ParsingError(_) | ErrorKind::InvalidProtocolVersion(_) => {
+                "the peer does not speak AMQP 0-9-1; is that a RabbitMQ port?".to_owned()
+            }
+            _ => error.to_string(),
         }
     }
 }
@@ -165,17 +163,16 @@ impl Endpoints {
     pub(crate) async fn connect(
         &self,
         name: &str,
-        timeout: Duration,
-    ) -> Result<(Connection, BrokerUrl), Error> {
+        timeout: std::time::Duration,
+    ) -> Result<super::amqp::Connection, Error> {
         let first = self.preferred.load(Ordering::Relaxed);
         let mut failures = Vec::new();
         for offset in 0..self.urls.len() {
             let index = (first + offset) % self.urls.len();
-            let url = &self.urls[index];
-            match url.connect(name, timeout).await {
+            match super::amqp::Connection::open(&self.urls[index], name, timeout).await {
                 Ok(connection) => {
                     self.preferred.store(index, Ordering::Relaxed);
-                    return Ok((connection, url.clone()));
+                    return Ok(connection);
                 }
                 Err(error) => failures.push(error),
             }
@@ -213,71 +210,6 @@ impl fmt::Display for Endpoints {
     }
 }
 
-/// The first wait before reconnecting.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// The longest wait between reconnection attempts.
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-/// How long a connection must have lasted for its loss to restart the
-/// backoff from the shortest wait. A connection that dies sooner (say, on a
-/// request lapin cannot parse, delivered again on every connection) keeps
-/// the waits growing instead of reconnecting in a tight loop.
-pub(crate) const STABLE_CONNECTION: Duration = Duration::from_secs(10);
-
-/// Exponential backoff with jitter between reconnection attempts: 100 ms,
-/// doubling up to 5 s, each wait drawn between half and all of that, so a
-/// fleet of clients cut off together does not reconnect in lockstep.
-#[derive(Debug, Default)]
-pub(crate) struct Backoff {
-    attempts: u32,
-}
-
-impl Backoff {
-    /// Starts again from the shortest wait, if the connection that was lost
-    /// had lasted at least [`STABLE_CONNECTION`].
-    pub(crate) fn connection_lasted(&mut self, lasted: Duration) {
-        if lasted >= STABLE_CONNECTION {
-            self.attempts = 0;
-        }
-    }
-
-    /// How long to wait before the next attempt.
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let ceiling = BACKOFF_MIN
-            .saturating_mul(1 << self.attempts.min(16))
-            .min(BACKOFF_MAX);
-        self.attempts = self.attempts.saturating_add(1);
-        // Randomness without a crate for it: a v4 UUID is 122 random bits.
-        let random = (uuid::Uuid::new_v4().as_u128() & 0xffff) as f64 / 65536.0;
-        ceiling.mul_f64(0.5 + random / 2.0)
-    }
-}
-
-/// One short phrase for a failed connect, with what to check, without
-/// lapin's internal wording.
-fn describe_connect_error(error: &lapin::Error, user: &str, vhost: &str) -> String {
-    use lapin::ErrorKind;
-    match error.kind() {
-        ErrorKind::IOError(io) => match io.kind() {
-            std::io::ErrorKind::ConnectionRefused => {
-                "connection refused; is RabbitMQ running there?".to_owned()
-            }
-            _ => io.to_string(),
-        },
-        ErrorKind::ProtocolError(amqp) => match amqp.get_id() {
-            403 => format!("login refused for user '{user}'; check the user name and password"),
-            530 => format!(
-                "user '{user}' may not use virtual host '{vhost}'; check that it exists and the user's permissions"
-            ),
-            _ => format!("the broker refused the connection: {}", amqp.get_message()),
-        },
-        ErrorKind::ParsingError(_) | ErrorKind::InvalidProtocolVersion(_) => {
-            "the peer does not speak AMQP 0-9-1; is that a RabbitMQ port?".to_owned()
-        }
-        _ => error.to_string(),
-    }
-}
-
 /// Removes the raw URL (which may hold a password) from a parser message.
 fn redact_message(reason: &str, url: &str) -> String {
     if url.is_empty() {
@@ -301,7 +233,7 @@ mod tests {
 
     #[test]
     fn default_url_is_local_guest() {
-        let url = BrokerUrl::parse(DEFAULT_URL).unwrap();
+        let url = BrokerUrl::parse(BrokerUrl::DEFAULT).unwrap();
         assert_eq!(url.endpoint(), "127.0.0.1:5672");
         assert_eq!(url.to_string(), "amqp://guest@127.0.0.1:5672/%2f");
     }
@@ -321,7 +253,7 @@ mod tests {
     #[test]
     fn heartbeat_defaults_but_respects_the_url() {
         let url = BrokerUrl::parse("amqp://127.0.0.1").unwrap();
-        assert_eq!(url.uri.query.heartbeat, Some(DEFAULT_HEARTBEAT_SECS));
+        assert_eq!(url.uri.query.heartbeat, Some(HEARTBEAT_SECS));
         let url = BrokerUrl::parse("amqp://127.0.0.1?heartbeat=3").unwrap();
         assert_eq!(url.uri.query.heartbeat, Some(3));
     }
@@ -338,31 +270,6 @@ mod tests {
             "amqp://u@a:5672/%2f, amqp://u@b:5673/%2f"
         );
         assert!(Endpoints::parse(&[]).is_err());
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_up_to_a_cap() {
-        let mut backoff = Backoff::default();
-        let first = backoff.next_delay();
-        assert!(
-            first >= BACKOFF_MIN / 2 && first <= BACKOFF_MIN,
-            "{first:?}"
-        );
-        let later: Vec<_> = (0..20).map(|_| backoff.next_delay()).collect();
-        assert!(later.iter().all(|d| *d <= BACKOFF_MAX), "{later:?}");
-        assert!(later.last().unwrap() >= &(BACKOFF_MAX / 2));
-    }
-
-    #[test]
-    fn only_a_connection_that_lasted_resets_the_backoff() {
-        let mut backoff = Backoff::default();
-        for _ in 0..10 {
-            backoff.next_delay();
-        }
-        backoff.connection_lasted(Duration::from_millis(50));
-        assert!(backoff.next_delay() >= BACKOFF_MAX / 2);
-        backoff.connection_lasted(STABLE_CONNECTION);
-        assert!(backoff.next_delay() <= BACKOFF_MIN);
     }
 
     #[test]

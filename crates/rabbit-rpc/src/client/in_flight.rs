@@ -178,7 +178,7 @@ mod tests {
     use crate::Reply;
 
     fn reply(text: &str) -> Outcome {
-        Ok(Reply::from_parts(text.as_bytes().to_vec(), None))
+        Ok(Reply::new(text.as_bytes().to_vec(), None))
     }
 
     #[tokio::test]

@@ -1,0 +1,47 @@
+//! [`Reply`]: a successful answer as the caller receives it.
+
+use crate::codec::{Codec, CodecError};
+
+/// A successful reply's body and content type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    body: Vec<u8>,
+    content_type: Option<String>,
+}
+
+impl Reply {
+    pub(crate) fn new(body: Vec<u8>, content_type: Option<&str>) -> Reply {
+        Reply {
+            body,
+            content_type: content_type.map(str::to_owned),
+        }
+    }
+
+    /// The reply body as sent.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Takes the body.
+    pub fn into_body(self) -> Vec<u8> {
+        self.body
+    }
+
+    /// The body as text, with invalid UTF-8 replaced.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.body)
+    }
+
+    /// The `content_type` property of the reply, if the server set one.
+    pub fn content_type(&self) -> Option<&str> {
+        self.content_type.as_deref()
+    }
+
+    /// The body decoded by codec `C`, e.g. [`Json`](crate::codec::Json).
+    ///
+    /// # Errors
+    /// The codec's, when the body is not a `T`.
+    pub fn decode<C: Codec, T: serde::de::DeserializeOwned>(&self) -> Result<T, CodecError> {
+        C::decode(&self.body)
+    }
+}

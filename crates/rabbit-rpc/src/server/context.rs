@@ -1,0 +1,91 @@
+//! [`Context`]: what a handler knows about the call besides its arguments.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::time::Instant;
+
+use crate::Metadata;
+
+/// What a handler knows about a call besides its arguments: where it came
+/// in, when the caller stops waiting, whether it was delivered before, and
+/// the caller's metadata.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    pub(crate) queue: Arc<str>,
+    pub(crate) correlation_id: Option<String>,
+    pub(crate) content_type: Option<String>,
+    pub(crate) redelivered: bool,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) metadata: Metadata,
+}
+
+impl Context {
+    /// An empty context, for calling a handler directly (in a unit test,
+    /// say) without a broker: no deadline, no metadata.
+    pub fn new() -> Context {
+        Context::default()
+    }
+
+    /// This context with `name: value` in its metadata (for tests).
+    pub fn with_metadata(mut self, name: impl Into<String>, value: impl Into<String>) -> Context {
+        self.metadata.insert(name, value);
+        self
+    }
+
+    /// This context with a deadline `timeout` from now (for tests).
+    pub fn with_timeout(mut self, timeout: Duration) -> Context {
+        self.deadline = Instant::now().checked_add(timeout);
+        self
+    }
+
+    /// This context with a `content_type` (for tests).
+    pub fn with_content_type(mut self, content_type: impl Into<String>) -> Context {
+        self.content_type = Some(content_type.into());
+        self
+    }
+
+    /// The queue the request came in on: the procedure's name.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// The caller's `correlation_id`.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.correlation_id.as_deref()
+    }
+
+    /// The `content_type` property the caller set, if any.
+    pub fn content_type(&self) -> Option<&str> {
+        self.content_type.as_deref()
+    }
+
+    /// True when the broker delivered this request before, to this or
+    /// another server that did not acknowledge it: it crashed, lost its
+    /// connection, or handed the request back unstarted while shutting
+    /// down. The handler may have run for it already: handlers should be
+    /// idempotent.
+    pub fn redelivered(&self) -> bool {
+        self.redelivered
+    }
+
+    /// When the caller stops waiting, if it said (rabbit-rpc clients send
+    /// their timeout; tutorial clients do not). Counted from when this
+    /// server received the request. A handler doing long work can stop at
+    /// the deadline: nobody will read the answer.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// How long until [`Context::deadline`]: `None` without a deadline, zero
+    /// once it has passed.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|deadline| deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// The caller's metadata: the request's headers that are not
+    /// rabbit-rpc's own (see [`Metadata`]).
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+}

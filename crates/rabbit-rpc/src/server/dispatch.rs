@@ -1,0 +1,219 @@
+//! Where requests are dispatched to procedures: every procedure's consumer
+//! is polled in turn, and each delivery becomes a task of its procedure,
+//! stamped with the time it arrived (its deadline counts from then). Also
+//! how a session's consumers are stopped on shutdown, and how the prefetch
+//! comes back after a request this server could not parse.
+
+use std::{
+    future::{Future, poll_fn},
+    pin::{Pin, pin},
+    sync::Arc,
+    task::Poll,
+};
+
+use futures_util::{StreamExt, future::join_all};
+use tokio::time::Instant;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{error, info};
+
+use super::{
+    Failure,
+    request::{Origin, Running},
+    session::{Consuming, Session},
+};
+use crate::{
+    Error,
+    transport::{CLOSE_TIMEOUT, Delivery, link::STABLE_CONNECTION},
+};
+
+/// Why a session's serve loop ended.
+pub(super) enum Ended {
+    Shutdown,
+    Lost {
+        reason: String,
+        /// The broker sent a frame lapin could not parse: most likely a
+        /// request with properties that are not valid UTF-8, which comes
+        /// back on every connection.
+        unparsable: bool,
+    },
+}
+
+/// What the consumers had next: a delivery, nearly always, moved once.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    Delivery(usize, Delivery),
+    Failed(usize, Error),
+    Cancelled(usize),
+}
+
+/// Takes deliveries from one session until shutdown or until the session
+/// fails, and runs each as a task of its procedure. A session opened with
+/// prefetch 1 (after an unparsable request) gets its procedures' prefetch
+/// back once it has lasted [`STABLE_CONNECTION`].
+pub(super) async fn serve_session(
+    procedures: &[Arc<Running>],
+    tasks: &TaskTracker,
+    session: &mut Session,
+    shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> Ended {
+    let origin = Origin {
+        replies: session.replies.clone(),
+        failure: Arc::new(Failure::default()),
+        lost: CancellationToken::new(),
+    };
+    let ended = take_deliveries(procedures, tasks, session, &origin, shutdown).await;
+    if let Ended::Lost { .. } = ended {
+        // Tasks of this session still waiting for a handler slot must not
+        // run: their requests go back to the queue with the connection.
+        origin.lost.cancel();
+    }
+    ended
+}
+
+/// The loop of [`serve_session`].
+async fn take_deliveries(
+    procedures: &[Arc<Running>],
+    tasks: &TaskTracker,
+    session: &mut Session,
+    origin: &Origin,
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> Ended {
+    let mut restore = pin!(tokio::time::sleep(STABLE_CONNECTION));
+    let mut turn = 0;
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = &mut shutdown => return Ended::Shutdown,
+            reason = origin.failure.wait() => {
+                return Ended::Lost { reason, unparsable: false };
+            }
+            () = &mut restore, if session.degraded => {
+                if let Err(error) = restore_prefetch(session, procedures).await {
+                    return Ended::Lost { reason: error.to_string(), unparsable: false };
+                }
+                info!("the connection holds; every procedure takes its configured prefetch again");
+                continue;
+            }
+            next = next_delivery(session, &mut turn) => next,
+        };
+        match next {
+            Next::Delivery(index, delivery) => {
+                let received = Instant::now();
+                tasks.spawn(Arc::clone(&procedures[index]).run(delivery, received, origin.clone()));
+            }
+            Next::Failed(index, error) => {
+                let unparsable = error.is_unparsable();
+                if unparsable {
+                    error!(
+                        queue = %procedures[index].queue,
+                        "the broker sent a message this server cannot parse (a request whose AMQP \
+                         properties are not valid UTF-8?); it comes back on every connection \
+                         until it is removed from the queue (a quorum queue's delivery limit \
+                         drops it); taking one request at a time meanwhile"
+                    );
+                }
+                return Ended::Lost {
+                    reason: error.to_string(),
+                    unparsable,
+                };
+            }
+            Next::Cancelled(index) => {
+                return Ended::Lost {
+                    reason: format!(
+                        "the broker cancelled the consumer of queue '{}' (was it deleted?)",
+                        procedures[index].queue
+                    ),
+                    unparsable: false,
+                };
+            }
+        }
+    }
+}
+
+/// The next delivery of any procedure: each consumer is polled in turn,
+/// starting after the one that gave the last delivery, so a busy procedure
+/// does not starve the others. Retired consumers that end are forgotten.
+fn next_delivery<'a>(
+    session: &'a mut Session,
+    turn: &'a mut usize,
+) -> impl Future<Output = Next> + 'a {
+    poll_fn(move |cx| {
+        let count = session.consuming.len();
+        for step in 0..count {
+            let index = (*turn + step) % count;
+            let consuming = &mut session.consuming[index];
+            let mut retired = 0;
+            while retired < consuming.retiring.len() {
+                match consuming.retiring[retired].poll_next_unpin(cx) {
+                    Poll::Ready(Some(Ok(delivery))) => {
+                        *turn = (index + 1) % count;
+                        return Poll::Ready(Next::Delivery(index, delivery));
+                    }
+                    // An error here is the connection's: the active
+                    // consumer reports it too.
+                    Poll::Ready(Some(Err(_)) | None) => {
+                        consuming.retiring.swap_remove(retired);
+                    }
+                    Poll::Pending => retired += 1,
+                }
+            }
+            match consuming.consumer.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(delivery))) => {
+                    *turn = (index + 1) % count;
+                    return Poll::Ready(Next::Delivery(index, delivery));
+                }
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Next::Failed(index, error)),
+                Poll::Ready(None) => return Poll::Ready(Next::Cancelled(index)),
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+}
+
+/// Gives every procedure its configured prefetch again. A consumer keeps
+/// the prefetch it started with (a later `basic.qos` only applies to new
+/// consumers, on RabbitMQ as here), so each gets a new consumer, and the
+/// old one is cancelled and retired.
+async fn restore_prefetch(session: &mut Session, procedures: &[Arc<Running>]) -> Result<(), Error> {
+    for (consuming, procedure) in session.consuming.iter_mut().zip(procedures) {
+        consuming.channel.prefetch(procedure.prefetch).await?;
+        let fresh = consuming.channel.consume(&procedure.queue, false).await?;
+        let old = std::mem::replace(&mut consuming.consumer, fresh);
+        consuming.channel.cancel(&old.tag()).await?;
+        consuming.retiring.push(old);
+    }
+    session.degraded = false;
+    Ok(())
+}
+
+/// Cancels every consumer of the session, then hands what reached them
+/// before the cancellation took effect straight back to the queue, not when
+/// the connection closes. Each step is bounded.
+pub(super) async fn stop_consuming(session: &mut Session, procedures: &[Arc<Running>]) {
+    let stopping = session
+        .consuming
+        .iter_mut()
+        .zip(procedures)
+        .map(|(consuming, procedure)| stop(consuming, procedure));
+    join_all(stopping).await;
+}
+
+async fn stop(consuming: &mut Consuming, procedure: &Arc<Running>) {
+    let tag = consuming.consumer.tag();
+    let cancel = consuming.channel.cancel(&tag);
+    if !matches!(
+        tokio::time::timeout(CLOSE_TIMEOUT, cancel).await,
+        Ok(Ok(()))
+    ) {
+        return;
+    }
+    let received_late = async {
+        for consumer in std::iter::once(&mut consuming.consumer).chain(&mut consuming.retiring) {
+            while let Some(Ok(delivery)) = consumer.next().await {
+                procedure.requeue(&delivery.acker).await;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, received_late).await;
+}

@@ -1,0 +1,129 @@
+//! [`Procedure`]: a queue, the handler that answers it, and settings of its
+//! own over the server's.
+
+use std::{fmt, sync::Arc};
+
+use super::{
+    QueueType,
+    handler::{Erased, ErasedHandler, Handler},
+    queue::QueueSettings,
+};
+use crate::QueueArgument;
+
+/// One procedure a server answers: a request queue and its handler, with
+/// settings of its own where they differ from the server's
+/// ([`ServerBuilder`](super::ServerBuilder)'s are the defaults).
+///
+/// ```
+/// use rabbit_rpc::{blocking_fn, Procedure, Request, Server, Status};
+///
+/// let report = Procedure::new("reports.monthly", blocking_fn(|_request: Request| {
+///     Ok::<_, Status>("a long report")
+/// }))
+/// .concurrency(2)
+/// .prefetch(2);
+/// let builder = Server::builder().add_procedure(report);
+/// # let _ = builder;
+/// ```
+pub struct Procedure {
+    pub(super) queue: String,
+    pub(super) handler: Arc<dyn ErasedHandler>,
+    pub(super) prefetch: Option<u16>,
+    pub(super) concurrency: Option<usize>,
+    pub(super) max_request_size: Option<usize>,
+    pub(super) max_reply_size: Option<usize>,
+    pub(super) declare: QueueSettings,
+}
+
+impl fmt::Debug for Procedure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Procedure")
+            .field("queue", &self.queue)
+            .field("prefetch", &self.prefetch)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Procedure {
+    /// `handler` answering the requests of `queue`, with the server's
+    /// settings.
+    pub fn new(queue: impl Into<String>, handler: impl Handler) -> Procedure {
+        Procedure {
+            queue: queue.into(),
+            handler: Arc::new(Erased(Arc::new(handler))),
+            prefetch: None,
+            concurrency: None,
+            max_request_size: None,
+            max_reply_size: None,
+            declare: QueueSettings::default(),
+        }
+    }
+
+    /// The request queue.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// How many unacknowledged requests the broker sends ahead for this
+    /// procedure. Default: the server's
+    /// ([`ServerBuilder::prefetch`](super::ServerBuilder::prefetch)).
+    pub fn prefetch(mut self, prefetch: u16) -> Procedure {
+        self.prefetch = Some(prefetch.max(1));
+        self
+    }
+
+    /// How many of this procedure's requests are handled at once. Default:
+    /// the server's
+    /// ([`ServerBuilder::concurrency`](super::ServerBuilder::concurrency)).
+    pub fn concurrency(mut self, concurrency: usize) -> Procedure {
+        self.concurrency = Some(concurrency.max(1));
+        self
+    }
+
+    /// The largest request body this procedure works on. Default: the
+    /// server's ([`ServerBuilder::max_request_size`](super::ServerBuilder::max_request_size)).
+    pub fn max_request_size(mut self, bytes: usize) -> Procedure {
+        self.max_request_size = Some(bytes);
+        self
+    }
+
+    /// The largest reply body this procedure sends. Default: the server's
+    /// ([`ServerBuilder::max_reply_size`](super::ServerBuilder::max_reply_size)).
+    pub fn max_reply_size(mut self, bytes: usize) -> Procedure {
+        self.max_reply_size = Some(bytes);
+        self
+    }
+
+    /// The type of this procedure's queue, over the server's (see
+    /// [`ServerBuilder::queue_type`](super::ServerBuilder::queue_type)).
+    pub fn queue_type(mut self, queue_type: QueueType) -> Procedure {
+        self.declare.queue_type = Some(queue_type);
+        self
+    }
+
+    /// Whether this procedure's queue is durable, over the server's (see
+    /// [`ServerBuilder::durable`](super::ServerBuilder::durable)).
+    pub fn durable(mut self, durable: bool) -> Procedure {
+        self.declare.durable = Some(durable);
+        self
+    }
+
+    /// This procedure's queue's delivery limit, over the server's (see
+    /// [`ServerBuilder::delivery_limit`](super::ServerBuilder::delivery_limit)).
+    pub fn delivery_limit(mut self, limit: u32) -> Procedure {
+        self.declare.delivery_limit = Some(limit);
+        self
+    }
+
+    /// An `x-…` argument for this procedure's queue, over the server's
+    /// (see [`ServerBuilder::queue_argument`](super::ServerBuilder::queue_argument)).
+    pub fn queue_argument(
+        mut self,
+        name: impl Into<String>,
+        value: impl Into<QueueArgument>,
+    ) -> Procedure {
+        self.declare.set_argument(name.into(), value.into());
+        self
+    }
+}

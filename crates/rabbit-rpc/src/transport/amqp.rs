@@ -1,0 +1,458 @@
+//! The transport over RabbitMQ: lapin, and nothing of lapin beyond this
+//! file (and [`url`](super::url), which parses URLs with it).
+
+use std::{
+    borrow::Cow,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures_util::StreamExt;
+use lapin::{
+    BasicProperties, Confirmation,
+    options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+};
+
+use super::{
+    Acker, CLOSE_TIMEOUT, Confirm, Confirmed, Declaration, Delivery, Header, HeaderValue, Outgoing,
+    Properties, QueueArgument, QueueState, Returned, url::BrokerUrl,
+};
+use crate::Error;
+
+/// A lapin connection and the broker it goes to.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    connection: lapin::Connection,
+    url: BrokerUrl,
+}
+
+impl Connection {
+    /// Connects to `url` within `timeout`, named `name` in the broker's
+    /// connection list.
+    pub(crate) async fn open(
+        url: &BrokerUrl,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Connection, Error> {
+        let properties = lapin::ConnectionProperties::default().with_connection_name(name.into());
+        let connecting = lapin::Connection::connect_uri(url.uri().clone(), properties);
+        match tokio::time::timeout(timeout, connecting).await {
+            Ok(Ok(connection)) => Ok(Connection {
+                connection,
+                url: url.clone(),
+            }),
+            Ok(Err(source)) => Err(Error::Connect {
+                endpoint: url.endpoint(),
+                reason: url.describe_connect_error(&source),
+            }),
+            Err(_) => Err(Error::Connect {
+                endpoint: url.endpoint(),
+                reason: format!(
+                    "no AMQP handshake within {}; is that a RabbitMQ port, and reachable?",
+                    crate::fmt_duration(timeout)
+                ),
+            }),
+        }
+    }
+
+    pub(crate) fn url(&self) -> &BrokerUrl {
+        &self.url
+    }
+
+    pub(crate) async fn channel(&self) -> Result<lapin::Channel, Error> {
+        self.connection
+            .create_channel()
+            .await
+            .map_err(Error::from_lapin)
+    }
+
+    pub(crate) async fn probe(&self, queue: &str) -> Result<QueueState, Error> {
+        let channel = self.channel().await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let queue = queue_name(queue)?;
+        match channel
+            .queue_declare(queue.clone(), passive, FieldTable::default())
+            .await
+        {
+            Ok(declared) => {
+                let _ = channel.close(200, "probe done".into()).await;
+                Ok(QueueState::Exists {
+                    messages: declared.message_count(),
+                    consumers: declared.consumer_count(),
+                })
+            }
+            // The 404 closed the throwaway channel; nothing else to do.
+            Err(error) if amqp_code(&error) == Some(404) => Ok(QueueState::Missing),
+            Err(error) => Err(declare_error(queue.as_str(), &error)),
+        }
+    }
+
+    pub(crate) async fn close(&self, reason: &str) -> Result<(), Error> {
+        let closing = self.connection.close(200, reason.into());
+        match tokio::time::timeout(CLOSE_TIMEOUT, closing).await {
+            Ok(closed) => closed.map_err(Error::from_lapin),
+            // The socket closes when the connection is dropped anyway.
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// A name as AMQP carries it: at most 255 bytes.
+fn queue_name(name: &str) -> Result<ShortString, Error> {
+    ShortString::try_new(name).map_err(|_| Error::InvalidRequest {
+        reason: format!(
+            "queue name is {} bytes; AMQP allows at most 255",
+            name.len()
+        ),
+    })
+}
+
+pub(crate) async fn declare(
+    channel: &lapin::Channel,
+    queue: &str,
+    declaration: &Declaration,
+) -> Result<(), Error> {
+    let mut arguments = FieldTable::default();
+    for (key, value) in &declaration.arguments {
+        let value = match value {
+            QueueArgument::Text(text) => AMQPValue::LongString(text.as_str().into()),
+            QueueArgument::Int(n) => AMQPValue::LongLongInt(*n),
+            QueueArgument::Bool(b) => AMQPValue::Boolean(*b),
+        };
+        arguments.insert(key.as_str().into(), value);
+    }
+    let options = QueueDeclareOptions {
+        durable: declaration.durable,
+        exclusive: declaration.exclusive,
+        auto_delete: declaration.auto_delete,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue_name(queue)?, options, arguments)
+        .await
+        .map(drop)
+        .map_err(|error| declare_error(queue, &error))
+}
+
+pub(crate) async fn consume(
+    channel: &lapin::Channel,
+    queue: &str,
+    no_ack: bool,
+) -> Result<lapin::Consumer, Error> {
+    channel
+        .basic_consume(
+            queue_name(queue)?,
+            "".into(),
+            BasicConsumeOptions {
+                no_ack,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|error| match amqp_code(&error) {
+            Some(404) => Error::Declare {
+                queue: queue.to_owned(),
+                reason: "it does not exist (deleted just now?)".to_owned(),
+            },
+            _ => Error::from_lapin(error),
+        })
+}
+
+pub(crate) async fn publish(
+    channel: &lapin::Channel,
+    routing_key: &str,
+    mandatory: bool,
+    message: &Outgoing<'_>,
+    body: &[u8],
+) -> Result<Confirm, Error> {
+    let properties = properties(message)?;
+    let confirm = channel
+        .basic_publish(
+            "".into(),
+            routing_key.into(),
+            BasicPublishOptions {
+                mandatory,
+                ..BasicPublishOptions::default()
+            },
+            body,
+            properties,
+        )
+        .await
+        .map_err(Error::from_lapin)?;
+    Ok(Confirm::Amqp(confirm))
+}
+
+/// The lapin properties of an outgoing message.
+fn properties(message: &Outgoing<'_>) -> Result<BasicProperties, Error> {
+    let short = |what: &str, value: &str| {
+        ShortString::try_new(value).map_err(|_| Error::InvalidRequest {
+            reason: format!("{what} is {} bytes; AMQP allows at most 255", value.len()),
+        })
+    };
+    let mut properties = BasicProperties::default();
+    if let Some(id) = message.correlation_id {
+        properties = properties.with_correlation_id(short("the correlation id", id)?);
+    }
+    if let Some(reply_to) = message.reply_to {
+        properties = properties.with_reply_to(short("the reply address", reply_to)?);
+    }
+    if let Some(content_type) = message.content_type {
+        properties = properties.with_content_type(short("the content type", content_type)?);
+    }
+    if let Some(millis) = message.expiration_ms {
+        properties = properties.with_expiration(millis.to_string().into());
+    }
+    if !message.headers.is_empty() {
+        let mut headers = FieldTable::default();
+        for (key, value) in &message.headers {
+            let value = match value {
+                // A long string: RabbitMQ rejects the short-string field
+                // type ('s') in tables and closes the connection.
+                HeaderValue::Text(text) => AMQPValue::LongString(LongString::from(*text)),
+            };
+            headers.insert(short("a header name", key)?, value);
+        }
+        properties = properties.with_headers(headers);
+    }
+    Ok(properties)
+}
+
+pub(crate) async fn returned(channel: &lapin::Channel) -> Result<Vec<Returned>, Error> {
+    // Without publisher confirms lapin keeps returned messages until this
+    // is called, which then answers at once.
+    let returned = channel
+        .wait_for_confirms()
+        .await
+        .map_err(Error::from_lapin)?;
+    Ok(returned
+        .into_iter()
+        .map(|message| Returned {
+            correlation_id: message
+                .delivery
+                .properties
+                .correlation_id()
+                .as_ref()
+                .map(|id| id.to_string()),
+            routing_key: message.delivery.routing_key.to_string(),
+        })
+        .collect())
+}
+
+pub(crate) async fn confirmed(confirm: lapin::PublisherConfirm) -> Option<Confirmed> {
+    match confirm.await {
+        Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => Some(Confirmed::Taken),
+        Ok(Confirmation::Ack(Some(_returned))) => Some(Confirmed::Returned),
+        Ok(Confirmation::Nack(_)) => Some(Confirmed::Refused),
+        Err(_) => None,
+    }
+}
+
+pub(crate) fn poll_delivery(
+    consumer: &mut lapin::Consumer,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Delivery, Error>>> {
+    consumer.poll_next_unpin(cx).map(|item| {
+        item.map(|delivery| {
+            delivery
+                .map(|delivery| Delivery {
+                    properties: Properties::Amqp(delivery.properties),
+                    body: delivery.data,
+                    redelivered: delivery.redelivered,
+                    acker: Acker::Amqp(delivery.acker),
+                })
+                .map_err(Error::from_lapin)
+        })
+    })
+}
+
+/// A header value as rabbit-rpc reads it: text, or an integer of any
+/// width; other types are not seen.
+pub(crate) fn header(value: &AMQPValue) -> Option<Header<'_>> {
+    Some(match value {
+        AMQPValue::LongString(text) => Header::Text(String::from_utf8_lossy(text.as_bytes())),
+        AMQPValue::ShortString(text) => Header::Text(Cow::Borrowed(text.as_str())),
+        AMQPValue::LongLongInt(n) => Header::Int(*n),
+        AMQPValue::LongInt(n) => Header::Int(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Header::Int(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Header::Int(i64::from(*n)),
+        AMQPValue::ShortUInt(n) => Header::Int(i64::from(*n)),
+        AMQPValue::ShortShortInt(n) => Header::Int(i64::from(*n)),
+        AMQPValue::ShortShortUInt(n) => Header::Int(i64::from(*n)),
+        _ => return None,
+    })
+}
+
+fn amqp_code(error: &lapin::Error) -> Option<u16> {
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => Some(amqp.get_id()),
+        _ => None,
+    }
+}
+
+/// The error for a failed declaration of `queue`.
+fn declare_error(queue: &str, error: &lapin::Error) -> Error {
+    let lapin::ErrorKind::ProtocolError(amqp) = error.kind() else {
+        return Error::from_lapin(error.clone());
+    };
+    let message = amqp.get_message().as_str();
+    match amqp.get_id() {
+        406 => match Inequivalent::parse(message) {
+            Some(found) => Error::QueueMismatch {
+                queue: queue.to_owned(),
+                setting: found.setting,
+                existing: found.current,
+                asked: found.received,
+            },
+            None => Error::Declare {
+                queue: queue.to_owned(),
+                reason: format!(
+                    "it exists with other settings ({message}); serve it without queue settings \
+                     to take it as it is, or delete it to declare it anew"
+                ),
+            },
+        },
+        403 => Error::Declare {
+            queue: queue.to_owned(),
+            reason: format!("access refused ({message}); check the user's permissions"),
+        },
+        405 => Error::Declare {
+            queue: queue.to_owned(),
+            reason: format!(
+                "it is exclusive to another connection ({message}); choose another queue name"
+            ),
+        },
+        _ => Error::from_lapin(error.clone()),
+    }
+}
+
+/// What the broker reports about an inequivalent declaration, e.g.
+/// `PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'q' in vhost
+/// '/': received 'false' but current is 'true'`.
+#[derive(Debug, PartialEq, Eq)]
+struct Inequivalent {
+    setting: String,
+    received: String,
+    current: String,
+}
+
+impl Inequivalent {
+    fn parse(message: &str) -> Option<Inequivalent> {
+        let rest = &message[message.find("inequivalent arg '")? + "inequivalent arg '".len()..];
+        let (setting, rest) = rest.split_once('\'')?;
+        let rest = &rest[rest.find(": received ")? + ": received ".len()..];
+        let (received, current) = rest.split_once(" but current is ")?;
+        Some(Inequivalent {
+            setting: setting.to_owned(),
+            received: value(received),
+            current: value(current),
+        })
+    }
+}
+
+/// A value as the broker prints it, as a person would: `none` is "not set",
+/// `the value '10' of type 'signedint'` is `10`, `'quorum'` stays quoted.
+fn value(text: &str) -> String {
+    let text = text.trim();
+    if text == "none" {
+        return "not set".to_owned();
+    }
+    let text = text.strip_prefix("the value ").unwrap_or(text);
+    let text = match text.rfind(" of type '") {
+        Some(at) => &text[..at],
+        None => text,
+    };
+    match text.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')) {
+        Some(bare) if bare.parse::<f64>().is_ok() || bare == "true" || bare == "false" => {
+            bare.to_owned()
+        }
+        _ => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(message: &str) -> (String, String, String) {
+        let found = Inequivalent::parse(message).expect("parses");
+        (found.setting, found.received, found.current)
+    }
+
+    #[test]
+    fn reads_what_rabbitmq_says_about_inequivalent_queues() {
+        // Messages as RabbitMQ 3.10 sends them.
+        assert_eq!(
+            parsed(
+                "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'rpc_queue' in \
+                 vhost '/': received 'false' but current is 'true'"
+            ),
+            ("durable".into(), "false".into(), "true".into())
+        );
+        assert_eq!(
+            parsed(
+                "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q' in vhost \
+                 '/': received none but current is the value 'quorum' of type 'longstr'"
+            ),
+            ("x-queue-type".into(), "not set".into(), "'quorum'".into())
+        );
+        assert_eq!(
+            parsed(
+                "PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue 'q' in \
+                 vhost '/': received the value '10' of type 'signedint' but current is none"
+            ),
+            ("x-delivery-limit".into(), "10".into(), "not set".into())
+        );
+        assert_eq!(
+            parsed(
+                "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q' in vhost \
+                 '/': received 'classic' but current is 'quorum'"
+            ),
+            ("x-queue-type".into(), "'classic'".into(), "'quorum'".into())
+        );
+        assert!(Inequivalent::parse("PRECONDITION_FAILED - something else").is_none());
+    }
+
+    #[test]
+    fn outgoing_headers_are_long_strings_and_absent_when_empty() {
+        let plain = properties(&Outgoing {
+            correlation_id: Some("a-1"),
+            expiration_ms: Some(1500),
+            ..Outgoing::default()
+        })
+        .unwrap();
+        assert!(plain.headers().is_none());
+        assert_eq!(plain.expiration().as_ref().unwrap().as_str(), "1500");
+        let with = properties(&Outgoing {
+            headers: vec![("rpc-status", HeaderValue::Text("internal"))],
+            ..Outgoing::default()
+        })
+        .unwrap();
+        assert_eq!(
+            with.headers().as_ref().unwrap().inner().get("rpc-status"),
+            Some(&AMQPValue::LongString("internal".into()))
+        );
+        let too_long = "x".repeat(300);
+        assert!(
+            properties(&Outgoing {
+                content_type: Some(&too_long),
+                ..Outgoing::default()
+            })
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn headers_are_read_as_text_or_integers() {
+        assert_eq!(
+            header(&AMQPValue::LongString("250".into())),
+            Some(Header::Text("250".into()))
+        );
+        assert_eq!(header(&AMQPValue::ShortUInt(250)), Some(Header::Int(250)));
+        assert_eq!(header(&AMQPValue::Boolean(true)), None);
+    }
+}

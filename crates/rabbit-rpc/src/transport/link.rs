@@ -1,0 +1,183 @@
+//! One connection lifecycle, shared by client and server: connect (one
+//! broker of several, each within a timeout), set the connection up
+//! (declare, consume), and after a loss do it again with backoff until it
+//! works or the owner stops; close within a bound.
+//!
+//! What "set up" means is the owner's: a client consumes its reply address,
+//! a server declares and consumes its queues. A setup that fails drops the
+//! connection it was given, which closes it, and counts as a failed attempt.
+
+use std::{future::Future, pin::pin, time::Duration};
+
+use tracing::warn;
+
+use super::{Connection, url::Endpoints};
+use crate::Error;
+
+/// Where connections go.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// RabbitMQ, at one of these URLs.
+    Amqp(Endpoints),
+    /// The in-memory broker.
+    #[cfg(feature = "test-util")]
+    Memory(super::memory::MemoryBroker),
+}
+
+/// How to reach the broker, and under what name.
+#[derive(Debug, Clone)]
+pub(crate) struct Link {
+    target: Target,
+    name: String,
+    connect_timeout: Duration,
+}
+
+impl Link {
+    pub(crate) fn new(target: Target, name: String, connect_timeout: Duration) -> Link {
+        Link {
+            target,
+            name,
+            connect_timeout,
+        }
+    }
+
+    /// Connects once: to the first broker that answers, starting with the
+    /// one that worked last.
+    ///
+    /// # Errors
+    /// [`Error::Connect`] naming every broker tried.
+    pub(crate) async fn connect(&self) -> Result<Connection, Error> {
+        match &self.target {
+            Target::Amqp(endpoints) => endpoints
+                .connect(&self.name, self.connect_timeout)
+                .await
+                .map(Connection::Amqp),
+            #[cfg(feature = "test-util")]
+            Target::Memory(broker) => broker.connect(&self.name).map(Connection::Memory),
+        }
+    }
+
+    /// Connects and sets up, once.
+    ///
+    /// # Errors
+    /// As [`Link::connect`], or `setup`'s error.
+    pub(crate) async fn open<S, Fut>(
+        &self,
+        setup: impl FnOnce(Connection) -> Fut,
+    ) -> Result<S, Error>
+    where
+        Fut: Future<Output = Result<S, Error>>,
+    {
+        setup(self.connect().await?).await
+    }
+
+    /// Connects and sets up again after a loss, waiting `backoff` between
+    /// attempts, logging each failure (for `who`, e.g. "the client") and
+    /// telling `failed` about it, until it works. `None` when `stop`
+    /// completes first.
+    pub(crate) async fn reopen<S, Fut>(
+        &self,
+        backoff: &mut Backoff,
+        who: &str,
+        mut setup: impl FnMut(Connection) -> Fut,
+        mut failed: impl FnMut(&Error),
+        stop: impl Future<Output = ()>,
+    ) -> Option<S>
+    where
+        Fut: Future<Output = Result<S, Error>>,
+    {
+        let mut stop = pin!(stop);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut stop => return None,
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+            let attempt = async {
+                let connection = self.connect().await?;
+                setup(connection).await
+            };
+            tokio::select! {
+                biased;
+                () = &mut stop => return None,
+                opened = attempt => match opened {
+                    Ok(session) => return Some(session),
+                    Err(error) => {
+                        warn!(%error, "{who} could not reconnect yet; retrying");
+                        failed(&error);
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// The first wait before reconnecting.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// The longest wait between reconnection attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// How long a connection must have lasted for its loss to restart the
+/// backoff from the shortest wait. A connection that dies sooner (say, on a
+/// request lapin cannot parse, delivered again on every connection) keeps
+/// the waits growing instead of reconnecting in a tight loop.
+pub(crate) const STABLE_CONNECTION: Duration = Duration::from_secs(10);
+
+/// Exponential backoff with jitter between reconnection attempts: 100 ms,
+/// doubling up to 5 s, each wait drawn between half and all of that, so a
+/// fleet of clients cut off together does not reconnect in lockstep.
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    attempts: u32,
+}
+
+impl Backoff {
+    /// Starts again from the shortest wait, if the connection that was lost
+    /// had lasted at least [`STABLE_CONNECTION`].
+    pub(crate) fn connection_lasted(&mut self, lasted: Duration) {
+        if lasted >= STABLE_CONNECTION {
+            self.attempts = 0;
+        }
+    }
+
+    /// How long to wait before the next attempt.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let ceiling = BACKOFF_MIN
+            .saturating_mul(1 << self.attempts.min(16))
+            .min(BACKOFF_MAX);
+        self.attempts = self.attempts.saturating_add(1);
+        // Randomness without a crate for it: a v4 UUID is 122 random bits.
+        let random = (uuid::Uuid::new_v4().as_u128() & 0xffff) as f64 / 65536.0;
+        ceiling.mul_f64(0.5 + random / 2.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_up_to_a_cap() {
+        let mut backoff = Backoff::default();
+        let first = backoff.next_delay();
+        assert!(
+            first >= BACKOFF_MIN / 2 && first <= BACKOFF_MIN,
+            "{first:?}"
+        );
+        let later: Vec<_> = (0..20).map(|_| backoff.next_delay()).collect();
+        assert!(later.iter().all(|d| *d <= BACKOFF_MAX), "{later:?}");
+        assert!(later.last().unwrap() >= &(BACKOFF_MAX / 2));
+    }
+
+    #[test]
+    fn only_a_connection_that_lasted_resets_the_backoff() {
+        let mut backoff = Backoff::default();
+        for _ in 0..10 {
+            backoff.next_delay();
+        }
+        backoff.connection_lasted(Duration::from_millis(50));
+        assert!(backoff.next_delay() >= BACKOFF_MAX / 2);
+        backoff.connection_lasted(STABLE_CONNECTION);
+        assert!(backoff.next_delay() <= BACKOFF_MIN);
+    }
+}
