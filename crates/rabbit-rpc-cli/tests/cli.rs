@@ -89,7 +89,12 @@ async fn serve_and_call_like_the_tutorial_then_stop_cleanly_on_sigterm() {
 async fn a_second_signal_stops_a_draining_server_at_once_and_its_request_goes_back() {
     let queue = common::unique_queue("cli_second_signal");
     // fib(20,000,000) keeps the server busy for many seconds.
-    let mut server = ServeProcess::start("fib", &queue, &["--max-n", "20000000"]).await;
+    let mut server = ServeProcess::start(
+        "fib",
+        &queue,
+        &["--max-n", "20000000", "--queue-type", "classic"],
+    )
+    .await;
     let client = common::client().await;
     let call = common::spawn_call(&client, &queue, "20000000", Duration::from_secs(120));
     common::wait_until(
@@ -481,4 +486,68 @@ async fn serve_refuses_replies_into_other_queues_with_one_log_line_unless_allowe
     common::wait_for_ready(&victim, 3, "the answers land in the allowed queue").await;
     server.stop().await;
     let _ = connection.close(200, "done".into()).await;
+}
+
+#[tokio::test]
+async fn serve_fib_echo_serves_both_over_one_connection_each_on_its_queue() {
+    let fib = common::unique_queue("cli_two_fib");
+    let echo = common::unique_queue("cli_two_echo");
+    let _cleanup = (
+        common::DeleteOnDrop(fib.clone()),
+        common::DeleteOnDrop(echo.clone()),
+    );
+    let name = format!("cli two services {}", uuid::Uuid::new_v4());
+    // `ServeProcess::start` waits for fib's ready line; echo's is the next.
+    let mut server = ServeProcess::start(
+        "fib",
+        &format!("fib={fib}"),
+        &[
+            "echo",
+            "--queue",
+            &format!("echo={echo}"),
+            "--connection-name",
+            &name,
+        ],
+    )
+    .await;
+    common::wait_until(Duration::from_secs(10), "echo is ready too", || async {
+        !server
+            .lines(|line| line.contains("serving echo on queue"))
+            .is_empty()
+    })
+    .await;
+    assert_eq!(common::connections_named(&name).await.len(), 1);
+    let consumers =
+        common::rabbitmqctl(&["list_consumers", "-q", "--no-table-headers", "queue_name"]).await;
+    for queue in [&fib, &echo] {
+        assert_eq!(
+            consumers
+                .lines()
+                .filter(|line| line.trim() == queue.as_str())
+                .count(),
+            1,
+            "{queue}: {consumers}"
+        );
+    }
+    let output = rabbit_rpc(&["call", "--queue", &fib, "30"]).await;
+    assert_eq!(stdout(&output), "832040\n", "{}", stderr(&output));
+    let output = rabbit_rpc(&["call", "--queue", &echo, "hello"]).await;
+    assert_eq!(stdout(&output), "hello\n", "{}", stderr(&output));
+    server.stop().await;
+    let per_service = server.lines(|line| line.contains(" on '") && line.contains("answered"));
+    assert_eq!(per_service.len(), 2, "{}", server.log());
+}
+
+#[tokio::test]
+async fn serve_help_says_where_each_service_listens() {
+    let output = rabbit_rpc(&["serve", "--help"]).await;
+    let help = stdout(&output);
+    for says in [
+        "fib on",
+        "rpc_queue",
+        "echo on echo",
+        "--queue SERVICE=NAME",
+    ] {
+        assert!(help.contains(says), "{says}: {help}");
+    }
 }

@@ -9,6 +9,8 @@
 //!     async fn add(&self, args: Add) -> Result<i64, Status>;
 //!     /// With the call's context first.
 //!     async fn negate(&self, context: Context, n: i64) -> Result<i64, Status>;
+//!     /// The context alone.
+//!     async fn whoami(&self, context: Context) -> Result<String, Status>;
 //!     /// Without arguments (the request body is `null`, or empty).
 //!     async fn ping(&self) -> Result<(), Status>;
 //! }
@@ -28,8 +30,9 @@
 //!   `rabbit_rpc::CallOptions`.
 //!
 //! The rules, each checked with a message that says what to change: every
-//! item is an `async fn` taking `&self`, then nothing, one argument, or a
-//! `Context` and one argument; it returns `Result<T, Status>`; no generics.
+//! item is an `async fn` taking `&self`, then nothing, one argument, a
+//! `Context`, or a `Context` and one argument; it returns `Result<T,
+//! Status>`; no generics.
 
 use heck::ToSnakeCase;
 use proc_macro::TokenStream;
@@ -168,11 +171,10 @@ fn method(item: &TraitItem) -> syn::Result<Method> {
     let typed = inputs.map(typed_arg).collect::<syn::Result<Vec<_>>>()?;
     let (context, arg) = match typed.len() {
         0 => (None, None),
+        1 if is_context(&typed[0].1) => (Some(typed[0].clone()), None),
         1 => (None, Some(typed[0].clone())),
         2 => {
-            let is_context = matches!(&typed[0].1, Type::Path(path)
-                if path.path.segments.last().is_some_and(|s| s.ident == "Context"));
-            if !is_context {
+            if !is_context(&typed[0].1) {
                 return Err(syn::Error::new_spanned(
                     &typed[0].1,
                     "with two arguments, the first is the call's `Context` (rabbit_rpc::Context)",
@@ -205,6 +207,12 @@ fn method(item: &TraitItem) -> syn::Result<Method> {
         ok,
         output: (**output).clone(),
     })
+}
+
+/// Whether `ty` names the call's context (`Context`, `rabbit_rpc::Context`).
+fn is_context(ty: &Type) -> bool {
+    matches!(ty, Type::Path(path)
+        if path.path.segments.last().is_some_and(|segment| segment.ident == "Context"))
 }
 
 fn typed_arg(input: &FnArg) -> syn::Result<(Ident, Type)> {

@@ -116,7 +116,7 @@ pub use server::{
 pub use service::Service;
 pub use status::{Code, Status};
 #[cfg(feature = "test-util")]
-pub use transport::memory::{MemoryBroker, QueueInfo};
+pub use transport::memory::{MemoryBroker, QueueInfo, RawMessage};
 pub use transport::{QueueArgument, url::BrokerUrl};
 
 /// Defines a service once for client and server: from a trait of async

@@ -332,7 +332,7 @@ impl ServerBuilder {
 
     /// Each procedure with its settings resolved, checked before any
     /// connection is made.
-    fn running(&self) -> Result<Vec<Arc<Running>>, Error> {
+    pub(super) fn running(&self) -> Result<Vec<Arc<Running>>, Error> {
         let invalid = |reason: String| Err(Error::InvalidRequest { reason });
         if self.procedures.is_empty() {
             return invalid(
@@ -374,7 +374,7 @@ impl ServerBuilder {
     }
 
     /// Where connections go.
-    fn link(&self) -> Result<Link, Error> {
+    pub(super) fn link(&self) -> Result<Link, Error> {
         #[cfg(feature = "test-util")]
         if let Some(broker) = &self.memory {
             return Ok(Link::new(

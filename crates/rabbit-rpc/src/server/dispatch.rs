@@ -217,3 +217,67 @@ async fn stop(consuming: &mut Consuming, procedure: &Arc<Running>) {
     };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, received_late).await;
 }
+
+#[cfg(all(test, feature = "test-util"))]
+mod tests {
+    use std::{future::pending, time::Duration};
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::{MemoryBroker, RawMessage, Request, Server, Status, handler_fn};
+
+    /// After a request it could not parse, a server takes one request at a
+    /// time; once the connection has held, each procedure must really get
+    /// its prefetch back. A consumer keeps the prefetch it started with
+    /// (`basic.qos` only changes later consumers, on RabbitMQ as on the
+    /// in-memory broker), so setting it on the channel is not enough.
+    #[tokio::test(start_paused = true)]
+    async fn a_degraded_session_takes_its_prefetch_again_once_the_connection_holds() {
+        let broker = MemoryBroker::new();
+        let gate = Arc::new(Semaphore::new(0));
+        let held = Arc::clone(&gate);
+        let builder = Server::builder()
+            .memory(&broker)
+            .prefetch(4)
+            .concurrency(10)
+            .procedure(
+                "restore",
+                handler_fn(move |request: Request| {
+                    let gate = Arc::clone(&held);
+                    async move {
+                        gate.acquire().await.expect("gate").forget();
+                        Ok::<_, Status>(request.into_body())
+                    }
+                }),
+            );
+        let procedures = builder.running().unwrap();
+        let connection = builder.link().unwrap().connect().await.unwrap();
+        let mut session = Session::open(connection, &procedures, true).await.unwrap();
+        for n in 0..6 {
+            broker.publish(
+                "restore",
+                RawMessage::new("x")
+                    .correlation_id(n.to_string())
+                    .reply_to("amq.gen-restore"),
+            );
+        }
+        let tasks = TaskTracker::new();
+        let unacked = || broker.queue("restore").map_or(0, |queue| queue.unacked);
+        let watch = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(unacked(), 1, "one at a time while degraded");
+            tokio::time::sleep(STABLE_CONNECTION).await;
+            assert_eq!(unacked(), 5, "the one in hand, and four more");
+        };
+        let never = std::pin::pin!(pending::<()>());
+        tokio::select! {
+            _ = serve_session(&procedures, &tasks, &mut session, never) => {
+                panic!("the session ended")
+            }
+            () = watch => {}
+        }
+        assert!(!session.degraded);
+        gate.add_permits(10);
+    }
+}

@@ -296,6 +296,10 @@ impl Drop for DeleteOnDrop {
 
 /// How many messages of `queue` are delivered but not yet acknowledged;
 /// `None` while the broker does not list the queue.
+///
+/// Only for classic queues: RabbitMQ 3.10 refreshes a quorum queue's counts
+/// in `list_queues` every few seconds (zeros at first), so a check that
+/// nothing is unacknowledged could pass on stale numbers.
 pub async fn unacked_messages(queue: &str) -> Option<u64> {
     let listing = rabbitmqctl(&[
         "list_queues",

@@ -135,6 +135,50 @@ impl MemoryBroker {
         self.lock().delete_queue(name)
     }
 
+    /// Publishes `message` to the default exchange with routing key `queue`
+    /// (a queue, or a direct reply-to address), as a client in another
+    /// language would: to test what a server does with requests no
+    /// rabbit-rpc client sends (no `reply_to`, a `reply_to` into another
+    /// service's queue, a body of the wrong shape). Returns whether a queue
+    /// took it.
+    pub fn publish(&self, queue: &str, message: RawMessage) -> bool {
+        let expiration_ms = message.expiration_ms;
+        let stored = Stored {
+            correlation_id: message.correlation_id,
+            reply_to: message.reply_to,
+            content_type: message.content_type,
+            expiration: expiration_ms.map(|ms| ms.to_string()),
+            headers: message
+                .headers
+                .into_iter()
+                .map(|(name, value)| (name, OwnedHeader(value)))
+                .collect(),
+            body: message.body,
+        };
+        self.lock()
+            .route(None, None, queue, false, stored, expiration_ms)
+            .unwrap_or(false)
+    }
+
+    /// Takes the message at the head of `queue`, if any, as `basic.get`
+    /// does: to read what landed in a queue (a reply, a dead letter).
+    pub fn get(&self, queue: &str) -> Option<RawMessage> {
+        let (stored, redelivered) = self.lock().get(queue)?;
+        Some(RawMessage {
+            body: stored.body.clone(),
+            correlation_id: stored.correlation_id.clone(),
+            reply_to: stored.reply_to.clone(),
+            content_type: stored.content_type.clone(),
+            expiration_ms: stored.expiration.as_deref().and_then(|ms| ms.parse().ok()),
+            headers: stored
+                .headers
+                .iter()
+                .map(|(name, value)| (name.clone(), value.0.clone()))
+                .collect(),
+            redelivered,
+        })
+    }
+
     pub(crate) fn connect(&self, name: &str) -> Result<Connection, Error> {
         let id = self.lock().connect(name);
         Ok(Connection {
@@ -331,6 +375,67 @@ impl Acker {
         };
         let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
         state.settle(self.consumer, self.tag, how)
+    }
+}
+
+/// A message as any client publishes or reads it, for
+/// [`MemoryBroker::publish`] and [`MemoryBroker::get`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RawMessage {
+    /// The body.
+    pub body: Vec<u8>,
+    /// The `correlation_id` property.
+    pub correlation_id: Option<String>,
+    /// The `reply_to` property.
+    pub reply_to: Option<String>,
+    /// The `content_type` property.
+    pub content_type: Option<String>,
+    /// The `expiration` property, in milliseconds.
+    pub expiration_ms: Option<u64>,
+    /// Headers, as text.
+    pub headers: Vec<(String, String)>,
+    /// Delivered before (what [`MemoryBroker::get`] reads).
+    pub redelivered: bool,
+}
+
+impl RawMessage {
+    /// A message with this body and no property.
+    pub fn new(body: impl Into<Vec<u8>>) -> RawMessage {
+        RawMessage {
+            body: body.into(),
+            ..RawMessage::default()
+        }
+    }
+
+    /// With this `correlation_id`.
+    pub fn correlation_id(mut self, id: impl Into<String>) -> RawMessage {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// With this `reply_to`.
+    pub fn reply_to(mut self, reply_to: impl Into<String>) -> RawMessage {
+        self.reply_to = Some(reply_to.into());
+        self
+    }
+
+    /// With this `content_type`.
+    pub fn content_type(mut self, content_type: impl Into<String>) -> RawMessage {
+        self.content_type = Some(content_type.into());
+        self
+    }
+
+    /// With this `expiration`, in milliseconds.
+    pub fn expiration_ms(mut self, millis: u64) -> RawMessage {
+        self.expiration_ms = Some(millis);
+        self
+    }
+
+    /// With this header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> RawMessage {
+        self.headers.push((name.into(), value.into()));
+        self
     }
 }
 

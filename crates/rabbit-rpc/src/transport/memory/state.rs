@@ -304,10 +304,31 @@ impl State {
         channel: u64,
         routing_key: &str,
         mandatory: bool,
-        mut message: Stored,
+        message: Stored,
         expiration_ms: Option<u64>,
     ) -> Result<bool, Error> {
         let direct = self.channel_open(channel)?.direct.clone();
+        self.route(
+            Some(channel),
+            direct,
+            routing_key,
+            mandatory,
+            message,
+            expiration_ms,
+        )
+    }
+
+    /// Routes a message published on `channel` (whose direct reply-to token
+    /// is `direct`), or by the test itself (no channel).
+    pub(super) fn route(
+        &mut self,
+        channel: Option<u64>,
+        direct: Option<String>,
+        routing_key: &str,
+        mandatory: bool,
+        mut message: Stored,
+        expiration_ms: Option<u64>,
+    ) -> Result<bool, Error> {
         if message.reply_to.as_deref() == Some(DIRECT_REPLY_TO) {
             // The broker rewrites the pseudo-queue to this channel's address,
             // and refuses it on a channel that does not consume it.
@@ -335,7 +356,10 @@ impl State {
             return Ok(true);
         }
         let Some(queue) = self.queues.get_mut(routing_key) else {
-            if mandatory && let Some(state) = self.channels.get_mut(&channel) {
+            if mandatory
+                && let Some(channel) = channel
+                && let Some(state) = self.channels.get_mut(&channel)
+            {
                 state.returned.push(Returned {
                     correlation_id: message.correlation_id.clone(),
                     routing_key: routing_key.to_owned(),
@@ -351,6 +375,17 @@ impl State {
         });
         self.dispatch(routing_key);
         Ok(true)
+    }
+
+    /// Takes the message at the head of `queue`, as `basic.get` with
+    /// automatic acknowledgement does.
+    pub(super) fn get(&mut self, queue: &str) -> Option<(Arc<Stored>, bool)> {
+        let queue = self.queues.get_mut(queue)?;
+        queue.expire(Instant::now());
+        queue
+            .ready
+            .pop_front()
+            .map(|ready| (ready.message, ready.redelivered))
     }
 
     pub(super) fn returned(&mut self, channel: u64) -> Result<Vec<Returned>, Error> {

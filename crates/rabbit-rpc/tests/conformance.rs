@@ -1,0 +1,739 @@
+//! One suite, two brokers: every behaviour the in-memory broker imitates is
+//! proved on RabbitMQ by the same test, so the two cannot drift. Each test
+//! is an `async fn` of a [`Broker`]; [`conformance!`] runs it once against
+//! the local RabbitMQ (module `real`) and once against a fresh
+//! [`MemoryBroker`] on tokio's paused clock (module `memory`), where time
+//! only passes when everything waits, so tests that wait for timeouts take
+//! no time.
+//!
+//! What is imitated (see `rabbit_rpc::MemoryBroker`): default-exchange
+//! routing and returns of unroutable requests, queue declarations and their
+//! equivalence, exclusive reply queues, consumer counts, per-consumer
+//! prefetch, acknowledgement, rejection with and without requeue and the
+//! redelivered flag, per-message expiration, direct reply-to, and
+//! connection loss. Faults only the real broker has (kill, restart) stay in
+//! the real-only suites.
+
+mod common;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use lapin::{BasicProperties, options::BasicGetOptions};
+use rabbit_rpc::{
+    CallOptions, Client, ClientBuilder, Context, Error, Handler, MemoryBroker, QueueType,
+    RawMessage, ReplyQueue, Request, Server, ServerBuilder, ServerStats, Status, handler_fn,
+};
+use tokio::{sync::Semaphore, task::JoinHandle, time::Instant};
+
+/// The broker a conformance test runs against.
+enum Broker {
+    Real,
+    Memory(MemoryBroker),
+}
+
+impl Broker {
+    fn client(&self) -> ClientBuilder {
+        match self {
+            Broker::Real => Client::builder().url(common::url()),
+            Broker::Memory(broker) => Client::builder().memory(broker),
+        }
+    }
+
+    fn server(&self) -> ServerBuilder {
+        match self {
+            Broker::Real => Server::builder().url(common::url()),
+            Broker::Memory(broker) => Server::builder().memory(broker),
+        }
+    }
+
+    /// A queue name no other test uses, deleted when the guard drops.
+    fn queue(&self, test: &str) -> (String, Option<common::DeleteOnDrop>) {
+        let queue = common::unique_queue(test);
+        let guard = matches!(self, Broker::Real).then(|| common::DeleteOnDrop(queue.clone()));
+        (queue, guard)
+    }
+
+    /// Messages ready in `queue`.
+    async fn ready(&self, queue: &str) -> usize {
+        match self {
+            Broker::Real => common::ready_messages(queue).await as usize,
+            Broker::Memory(broker) => broker.queue(queue).map_or(0, |q| q.ready),
+        }
+    }
+
+    /// Messages of `queue` delivered and not acknowledged.
+    async fn unacked(&self, queue: &str) -> usize {
+        match self {
+            Broker::Real => common::unacked_messages(queue).await.unwrap_or(0) as usize,
+            Broker::Memory(broker) => broker.queue(queue).map_or(0, |q| q.unacked),
+        }
+    }
+
+    /// `(durable, x-queue-type)` of `queue`.
+    async fn declared(&self, queue: &str) -> Option<(bool, String)> {
+        match self {
+            Broker::Real => {
+                let (durable, kind, _) = common::queue_info(queue).await?;
+                Some((durable == "true", kind))
+            }
+            Broker::Memory(broker) => {
+                let info = broker.queue(queue)?;
+                let kind = info
+                    .arguments
+                    .iter()
+                    .find(|(name, _)| name == "x-queue-type")
+                    .map_or("classic".to_owned(), |(_, v)| {
+                        v.trim_matches('\'').to_owned()
+                    });
+                Some((info.durable, kind))
+            }
+        }
+    }
+
+    /// Closes the connections named `name` from the broker's side.
+    async fn cut(&self, name: &str) -> usize {
+        match self {
+            Broker::Real => common::close_connections_named(name).await,
+            Broker::Memory(broker) => broker.close_connections(name),
+        }
+    }
+
+    /// How many open connections are named `name`.
+    async fn connections_named(&self, name: &str) -> usize {
+        match self {
+            Broker::Real => common::connections_named(name).await.len(),
+            Broker::Memory(broker) => broker.connections().iter().filter(|n| *n == name).count(),
+        }
+    }
+
+    /// Publishes as a client in another language would.
+    async fn publish(&self, queue: &str, message: RawMessage) {
+        match self {
+            Broker::Real => {
+                let (connection, channel) = common::raw_channel().await;
+                let mut properties = BasicProperties::default();
+                if let Some(id) = &message.correlation_id {
+                    properties = properties.with_correlation_id(id.as_str().into());
+                }
+                if let Some(reply_to) = &message.reply_to {
+                    properties = properties.with_reply_to(reply_to.as_str().into());
+                }
+                common::publish(&channel, queue, &message.body, properties).await;
+                let _ = connection.close(200, "done".into()).await;
+            }
+            Broker::Memory(broker) => {
+                broker.publish(queue, message);
+            }
+        }
+    }
+
+    /// Takes the next message of `queue`, if any.
+    async fn get(&self, queue: &str) -> Option<Vec<u8>> {
+        match self {
+            Broker::Real => {
+                let (connection, channel) = common::raw_channel().await;
+                let got = channel
+                    .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+                    .await
+                    .expect("basic.get");
+                let _ = connection.close(200, "done".into()).await;
+                got.map(|message| message.delivery.data)
+            }
+            Broker::Memory(broker) => broker.get(queue).map(|message| message.body),
+        }
+    }
+}
+
+/// Runs each named test against both brokers.
+macro_rules! conformance {
+    ($($test:ident),* $(,)?) => {
+        mod real {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(&super::Broker::Real).await;
+                }
+            )*
+        }
+        mod memory {
+            $(
+                #[tokio::test(start_paused = true)]
+                async fn $test() {
+                    super::$test(&super::Broker::Memory(rabbit_rpc::MemoryBroker::new())).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    a_call_is_answered_over_direct_reply_to_and_over_an_exclusive_queue,
+    a_call_to_a_missing_queue_fails_at_once_with_no_route,
+    a_queue_nobody_consumes_gives_no_server_before_the_timeout,
+    a_request_nobody_takes_in_time_expires_in_the_queue,
+    a_server_holds_no_more_requests_than_its_prefetch,
+    a_request_held_by_a_lost_connection_comes_back_redelivered,
+    shutdown_hands_requests_not_started_back_marked_redelivered,
+    requests_that_cannot_be_answered_are_dropped_not_requeued,
+    a_client_whose_connection_is_cut_fails_waiting_calls_at_once_and_reconnects,
+    a_server_whose_connection_is_cut_reconnects_and_serves_on,
+    a_missing_queue_is_declared_durable_and_quorum_and_a_conflict_is_refused,
+    several_procedures_share_one_connection_each_on_its_queue,
+    a_typed_service_answers_its_typed_client_with_metadata_and_error_details,
+);
+
+/// A server answering `handler` on a fresh queue, running until the handle
+/// is stopped.
+struct Running {
+    queue: String,
+    stats: ServerStats,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), Error>>,
+    _cleanup: Option<common::DeleteOnDrop>,
+}
+
+impl Running {
+    async fn start<H: Handler>(
+        broker: &Broker,
+        test: &str,
+        handler: H,
+        configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
+    ) -> Running {
+        let (queue, cleanup) = broker.queue(test);
+        let mut running = Running::on(broker, &queue, handler, configure).await;
+        running._cleanup = cleanup;
+        running
+    }
+
+    async fn on<H: Handler>(
+        broker: &Broker,
+        queue: &str,
+        handler: H,
+        configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
+    ) -> Running {
+        let builder = broker.server().procedure(queue, handler);
+        let server = configure(builder).bind().await.expect("bind");
+        let stats = server.stats();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve_with_shutdown(async {
+            let _ = stopped.await;
+        }));
+        Running {
+            queue: queue.to_owned(),
+            stats,
+            stop: Some(stop),
+            task,
+            _cleanup: None,
+        }
+    }
+
+    fn begin_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    async fn stop(mut self) -> Result<(), Error> {
+        self.begin_stop();
+        (&mut self.task).await.expect("server task")
+    }
+}
+
+/// A handler that counts its runs and answers with the body once `gate`
+/// gives it a permit.
+fn gated(gate: &Arc<Semaphore>, runs: &Arc<AtomicUsize>) -> impl Handler {
+    let (gate, runs) = (Arc::clone(gate), Arc::clone(runs));
+    handler_fn(move |request: Request| {
+        let gate = Arc::clone(&gate);
+        runs.fetch_add(1, Ordering::SeqCst);
+        async move {
+            gate.acquire().await.expect("gate").forget();
+            Ok::<_, Status>(request.into_body())
+        }
+    })
+}
+
+fn spawn_call(
+    client: &Client,
+    queue: &str,
+    body: &str,
+    timeout: Duration,
+) -> JoinHandle<Result<String, Error>> {
+    let (client, queue, body) = (client.clone(), queue.to_owned(), body.to_owned());
+    tokio::spawn(async move {
+        client
+            .call_with(&queue, body, &CallOptions::new().timeout(timeout))
+            .await
+            .map(|reply| reply.text().into_owned())
+    })
+}
+
+async fn a_call_is_answered_over_direct_reply_to_and_over_an_exclusive_queue(broker: &Broker) {
+    let server = Running::start(broker, "conf_call", common::echo(), |b| b).await;
+    for mode in [ReplyQueue::DirectReplyTo, ReplyQueue::Exclusive] {
+        let client = broker.client().reply_queue(mode).connect().await.unwrap();
+        let reply = client.call(&server.queue, "hello").await.unwrap();
+        assert_eq!(reply.text(), "hello", "{mode:?}");
+    }
+    server.stop().await.unwrap();
+}
+
+async fn a_call_to_a_missing_queue_fails_at_once_with_no_route(broker: &Broker) {
+    let client = broker.client().connect().await.unwrap();
+    let started = Instant::now();
+    let error = client
+        .call_with(
+            "conformance.nowhere",
+            "1",
+            &CallOptions::new().timeout(Duration::from_secs(20)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::NoRoute { .. }), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A queue declared by a server that then leaves it, with nobody consuming.
+async fn abandoned_queue(broker: &Broker, test: &str) -> (String, Option<common::DeleteOnDrop>) {
+    let (queue, cleanup) = broker.queue(test);
+    Running::on(broker, &queue, common::echo(), |b| b)
+        .await
+        .stop()
+        .await
+        .unwrap();
+    (queue, cleanup)
+}
+
+async fn a_queue_nobody_consumes_gives_no_server_before_the_timeout(broker: &Broker) {
+    let (queue, _cleanup) = abandoned_queue(broker, "conf_no_server").await;
+    let client = broker.client().connect().await.unwrap();
+    let started = Instant::now();
+    let error = client
+        .call_with(
+            &queue,
+            "1",
+            &CallOptions::new().timeout(Duration::from_secs(20)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::NoServer { .. }), "{error}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+async fn a_request_nobody_takes_in_time_expires_in_the_queue(broker: &Broker) {
+    let (queue, _cleanup) = abandoned_queue(broker, "conf_expiry").await;
+    let client = broker.client().connect().await.unwrap();
+    let error = client
+        .call_with(
+            &queue,
+            "late",
+            &CallOptions::new().timeout(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap_err();
+    assert!(error.is_timeout() || error.is_no_server(), "{error}");
+    common::wait_until(Duration::from_secs(10), "the request expires", || async {
+        broker.ready(&queue).await == 0
+    })
+    .await;
+    // A server that comes later never sees it.
+    let runs = Arc::new(AtomicUsize::new(0));
+    let server = Running::on(
+        broker,
+        &queue,
+        gated(&Arc::new(Semaphore::new(10)), &runs),
+        |b| b,
+    )
+    .await;
+    assert_eq!(client.call(&queue, "now").await.unwrap().text(), "now");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    server.stop().await.unwrap();
+}
+
+async fn a_server_holds_no_more_requests_than_its_prefetch(broker: &Broker) {
+    let (gate, runs) = (Arc::new(Semaphore::new(0)), Arc::new(AtomicUsize::new(0)));
+    // Classic: RabbitMQ's counts of a quorum queue's unacknowledged
+    // messages lag by seconds.
+    let server = Running::start(broker, "conf_prefetch", gated(&gate, &runs), |b| {
+        b.prefetch(2).concurrency(10).queue_type(QueueType::Classic)
+    })
+    .await;
+    let client = broker.client().connect().await.unwrap();
+    let calls: Vec<_> = (0..5)
+        .map(|n| {
+            spawn_call(
+                &client,
+                &server.queue,
+                &n.to_string(),
+                Duration::from_secs(60),
+            )
+        })
+        .collect();
+    common::wait_until(Duration::from_secs(20), "2 taken, 3 waiting", || async {
+        runs.load(Ordering::SeqCst) == 2 && broker.ready(&server.queue).await == 3
+    })
+    .await;
+    assert_eq!(broker.unacked(&server.queue).await, 2);
+    gate.add_permits(5);
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 5);
+    server.stop().await.unwrap();
+}
+
+async fn a_request_held_by_a_lost_connection_comes_back_redelivered(broker: &Broker) {
+    let (gate, runs) = (Arc::new(Semaphore::new(0)), Arc::new(AtomicUsize::new(0)));
+    let name = format!("conformance doomed {}", uuid::Uuid::new_v4());
+    // The first server takes the request and never answers; it does not
+    // reconnect once its connection is cut.
+    let doomed = Running::start(broker, "conf_redelivered", gated(&gate, &runs), |b| {
+        b.connection_name(&name).reconnect(false)
+    })
+    .await;
+    let client = broker.client().connect().await.unwrap();
+    let call = spawn_call(&client, &doomed.queue, "1", Duration::from_secs(60));
+    common::wait_until(
+        Duration::from_secs(10),
+        "the first server took it",
+        || async { runs.load(Ordering::SeqCst) == 1 },
+    )
+    .await;
+    let second = Running::on(
+        broker,
+        &doomed.queue,
+        handler_fn(|request: Request| async move {
+            Ok::<_, Status>(format!("redelivered={}", request.redelivered()))
+        }),
+        |b| b,
+    )
+    .await;
+    assert_eq!(broker.cut(&name).await, 1);
+    assert_eq!(call.await.unwrap().unwrap(), "redelivered=true");
+    assert_eq!(second.stats.redelivered(), 1);
+    assert!(doomed.stop().await.unwrap_err().is_connection_lost());
+    second.stop().await.unwrap();
+}
+
+async fn shutdown_hands_requests_not_started_back_marked_redelivered(broker: &Broker) {
+    let (gate, runs) = (Arc::new(Semaphore::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut first = Running::start(broker, "conf_drain", gated(&gate, &runs), |b| {
+        b.concurrency(1).prefetch(5)
+    })
+    .await;
+    let client = broker.client().connect().await.unwrap();
+    let calls: Vec<_> = (0..3)
+        .map(|n| {
+            spawn_call(
+                &client,
+                &first.queue,
+                &n.to_string(),
+                Duration::from_secs(60),
+            )
+        })
+        .collect();
+    common::wait_until(
+        Duration::from_secs(10),
+        "one runs, two wait in the server",
+        || async { runs.load(Ordering::SeqCst) == 1 && broker.ready(&first.queue).await == 0 },
+    )
+    .await;
+    first.begin_stop();
+    common::wait_until(Duration::from_secs(10), "the two go back", || async {
+        broker.ready(&first.queue).await == 2
+    })
+    .await;
+    let second = Running::on(
+        broker,
+        &first.queue,
+        handler_fn(|request: Request| async move {
+            Ok::<_, Status>(format!("again {}", request.redelivered()))
+        }),
+        |b| b,
+    )
+    .await;
+    gate.add_permits(1);
+    let mut replies = Vec::new();
+    for call in calls {
+        replies.push(call.await.unwrap().unwrap());
+    }
+    // The one in hand finished where it ran; the two handed back were
+    // answered by the second server, marked redelivered.
+    assert_eq!(
+        replies.iter().filter(|r| *r == "again true").count(),
+        2,
+        "{replies:?}"
+    );
+    assert_eq!(first.stats.requeued(), 2);
+    first.stop().await.unwrap();
+    second.stop().await.unwrap();
+}
+
+async fn requests_that_cannot_be_answered_are_dropped_not_requeued(broker: &Broker) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let server = Running::start(
+        broker,
+        "conf_unanswerable",
+        gated(&Arc::new(Semaphore::new(10)), &runs),
+        |b| b.queue_type(QueueType::Classic),
+    )
+    .await;
+    let (victim, _cleanup) = abandoned_queue(broker, "conf_victim").await;
+    // Nowhere to answer, and an answer into another service's queue.
+    broker
+        .publish(&server.queue, RawMessage::new("1").correlation_id("a"))
+        .await;
+    broker
+        .publish(
+            &server.queue,
+            RawMessage::new("2")
+                .correlation_id("b")
+                .reply_to(victim.as_str()),
+        )
+        .await;
+    common::wait_until(Duration::from_secs(10), "both are settled", || async {
+        server.stats.dropped() == 1 && server.stats.refused() == 1
+    })
+    .await;
+    assert_eq!(broker.ready(&server.queue).await, 0);
+    assert_eq!(broker.unacked(&server.queue).await, 0);
+    assert_eq!(
+        broker.get(&victim).await,
+        None,
+        "nothing landed in the victim's queue"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+    server.stop().await.unwrap();
+}
+
+async fn a_client_whose_connection_is_cut_fails_waiting_calls_at_once_and_reconnects(
+    broker: &Broker,
+) {
+    let (gate, runs) = (Arc::new(Semaphore::new(0)), Arc::new(AtomicUsize::new(0)));
+    let server = Running::start(broker, "conf_client_cut", gated(&gate, &runs), |b| b).await;
+    let name = format!("conformance client {}", uuid::Uuid::new_v4());
+    let client = broker
+        .client()
+        .connection_name(&name)
+        .connect()
+        .await
+        .unwrap();
+    let call = spawn_call(&client, &server.queue, "1", Duration::from_secs(60));
+    common::wait_until(Duration::from_secs(10), "the server runs it", || async {
+        runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let cut = Instant::now();
+    assert_eq!(broker.cut(&name).await, 1);
+    let error = call.await.unwrap().unwrap_err();
+    assert!(error.is_connection_lost(), "{error}");
+    assert!(
+        cut.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        cut.elapsed()
+    );
+    gate.add_permits(10);
+    let reply = client
+        .call_with(
+            &server.queue,
+            "2",
+            &CallOptions::new().timeout(Duration::from_secs(20)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.text(), "2");
+    server.stop().await.unwrap();
+}
+
+async fn a_server_whose_connection_is_cut_reconnects_and_serves_on(broker: &Broker) {
+    let name = format!("conformance server {}", uuid::Uuid::new_v4());
+    let server = Running::start(broker, "conf_server_cut", common::echo(), |b| {
+        b.connection_name(&name)
+    })
+    .await;
+    let client = broker.client().connect().await.unwrap();
+    assert_eq!(
+        client.call(&server.queue, "before").await.unwrap().text(),
+        "before"
+    );
+    assert_eq!(broker.cut(&name).await, 1);
+    common::wait_until(Duration::from_secs(20), "the server reconnects", || async {
+        server.stats.reconnections() == 1
+    })
+    .await;
+    let reply = client
+        .call_with(
+            &server.queue,
+            "after",
+            &CallOptions::new().timeout(Duration::from_secs(20)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.text(), "after");
+    server.stop().await.unwrap();
+}
+
+async fn a_missing_queue_is_declared_durable_and_quorum_and_a_conflict_is_refused(broker: &Broker) {
+    let (queue, _cleanup) = abandoned_queue(broker, "conf_declare").await;
+    assert_eq!(
+        broker.declared(&queue).await,
+        Some((true, "quorum".to_owned()))
+    );
+    let error = broker
+        .server()
+        .procedure(&queue, common::echo())
+        .queue_type(rabbit_rpc::QueueType::Classic)
+        .bind()
+        .await
+        .unwrap_err();
+    match error {
+        Error::QueueMismatch {
+            setting,
+            existing,
+            asked,
+            ..
+        } => assert_eq!(
+            (setting.as_str(), existing.as_str(), asked.as_str()),
+            ("x-queue-type", "'quorum'", "'classic'")
+        ),
+        other => panic!("expected QueueMismatch, got {other:?}"),
+    }
+    // The same settings are accepted; none at all joins.
+    for settings in [Some(rabbit_rpc::QueueType::Quorum), None] {
+        let running = Running::on(broker, &queue, common::echo(), |b| match settings {
+            Some(queue_type) => b.queue_type(queue_type),
+            None => b,
+        })
+        .await;
+        running.stop().await.unwrap();
+    }
+}
+
+async fn several_procedures_share_one_connection_each_on_its_queue(broker: &Broker) {
+    let name = format!("conformance two procedures {}", uuid::Uuid::new_v4());
+    let (first, _a) = broker.queue("conf_first");
+    let (second, _b) = broker.queue("conf_second");
+    let server = broker
+        .server()
+        .connection_name(&name)
+        .procedure(&first, common::echo())
+        .procedure(
+            &second,
+            handler_fn(|request: Request| async move {
+                Ok::<_, Status>(format!("second: {}", request.text()?))
+            }),
+        )
+        .bind()
+        .await
+        .unwrap();
+    let first_stats = server.procedure_stats(&first).unwrap();
+    let all = server.stats();
+    let task = tokio::spawn(server.serve());
+    assert_eq!(broker.connections_named(&name).await, 1);
+    let client = broker.client().connect().await.unwrap();
+    assert_eq!(client.call(&first, "a").await.unwrap().text(), "a");
+    assert_eq!(client.call(&second, "b").await.unwrap().text(), "second: b");
+    assert_eq!(client.call(&second, "c").await.unwrap().text(), "second: c");
+    assert_eq!((first_stats.answered(), all.answered()), (1, 3));
+    task.abort();
+}
+
+mod typed {
+    use rabbit_rpc::{Context, Status};
+
+    #[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+    pub struct Add {
+        pub a: i64,
+        pub b: i64,
+    }
+
+    #[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+    pub struct Overflow {
+        pub limit: i64,
+    }
+
+    /// The conformance suite's typed service.
+    #[rabbit_rpc::service(name = "conformance")]
+    pub trait Calculator {
+        /// a + b, or `invalid_argument` with details on overflow.
+        async fn add(&self, args: Add) -> Result<i64, Status>;
+        /// Who the caller says they are, from the metadata.
+        async fn whoami(&self, context: Context) -> Result<String, Status>;
+    }
+}
+
+struct Arithmetic;
+
+impl typed::Calculator for Arithmetic {
+    async fn add(&self, args: typed::Add) -> Result<i64, Status> {
+        args.a.checked_add(args.b).ok_or_else(|| {
+            Status::invalid_argument("the sum overflows")
+                .with_details(&typed::Overflow { limit: i64::MAX })
+        })
+    }
+
+    async fn whoami(&self, context: Context) -> Result<String, Status> {
+        context
+            .metadata()
+            .get("user")
+            .map(str::to_owned)
+            .ok_or_else(|| Status::invalid_argument("no user"))
+    }
+}
+
+async fn a_typed_service_answers_its_typed_client_with_metadata_and_error_details(broker: &Broker) {
+    let server = broker
+        .server()
+        .add_service(typed::CalculatorServer::new(Arithmetic))
+        .queue_argument("x-expires", 60_000)
+        .bind()
+        .await
+        .unwrap();
+    assert_eq!(server.queues(), ["conformance.add", "conformance.whoami"]);
+    let task = tokio::spawn(server.serve());
+    let client = typed::CalculatorClient::new(broker.client().connect().await.unwrap());
+    assert_eq!(client.add(&typed::Add { a: 2, b: 3 }).await.unwrap(), 5);
+    let error = client
+        .add(&typed::Add { a: i64::MAX, b: 1 })
+        .await
+        .unwrap_err();
+    let status = error.status().expect("an error reply");
+    assert_eq!(status.code(), rabbit_rpc::Code::InvalidArgument);
+    assert_eq!(status.message(), "the sum overflows");
+    let details: typed::Overflow = status.details().unwrap().unwrap();
+    assert_eq!(details, typed::Overflow { limit: i64::MAX });
+    let me = client
+        .whoami_with(&CallOptions::new().metadata("user", "ada"))
+        .await
+        .unwrap();
+    assert_eq!(me, "ada");
+    // A raw call with a body of the wrong shape: invalid_argument, saying
+    // where.
+    let raw = client
+        .client()
+        .call_with(
+            "conformance.add",
+            r#"{"a": 1}"#,
+            &CallOptions::new().content_type("application/json"),
+        )
+        .await
+        .unwrap_err();
+    assert!(raw.to_string().contains("missing field `b`"), "{raw}");
+    task.abort();
+    if let Broker::Real = broker {
+        for queue in ["conformance.add", "conformance.whoami"] {
+            common::delete_queue(queue).await;
+        }
+    }
+}
