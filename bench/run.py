@@ -2,7 +2,7 @@
 """rabbit-rpc's benchmark suite: one command, one machine, ratios against
 peers measured in the same run.
 
-    python3 bench/run.py [--rounds N] [--quick] [--long] [--tuning]
+    python3 bench/run.py [--rounds N] [--quick] [--long] [--tuning] [--baseline REV]
 
 Peers, each a client and a server speaking RabbitMQ's RPC pattern:
   ours      rabbit-rpc bench  -> rabbit-rpc serve fib   (this project)
@@ -14,6 +14,10 @@ Our pair and the raw pair serve durable classic queues (`serve fib
 --queue-type classic`), so both give the broker the same work; the
 `quorum` rows run both pairs on quorum queues, which `serve fib` declares by
 default.
+
+`--baseline REV` also builds our binary at git revision REV (in
+target/bench/baseline) and runs its pair in the same rounds as `base@200`
+and `base@1`: a change's cost or gain, measured side by side.
 
 Headline scenarios run in interleaved rounds (every peer once per round) and
 report medians; scaling scenarios (calls in flight, body size, two servers)
@@ -119,12 +123,24 @@ class Server:
         os.unlink(self.log.name)
 
 
-def ours_server(queue, service="fib", options=(), queue_type="classic", serve_options=()):
+def ours_server(queue, service="fib", options=(), queue_type="classic", serve_options=(),
+                binary=None):
     """Our server on a queue of `queue_type`: classic unless said, like the
     raw peer's, so that both pairs give the broker the same work."""
-    return Server([OURS, "--url", URL, *options, "serve", service, "--queue", queue,
+    return Server([binary or OURS, "--url", URL, *options, "serve", service, "--queue", queue,
                    "--queue-type", queue_type, *serve_options],
                   f"serving {service} on queue", {"RUST_LOG": "info"})
+
+
+def build_baseline(rev):
+    """Our binary at git revision `rev`, built in a worktree of its own."""
+    source = TARGET / "bench" / "baseline"
+    if source.exists():
+        run(["git", "worktree", "remove", "--force", source], cwd=ROOT)
+    run(["git", "worktree", "add", "--detach", source, rev], cwd=ROOT, stdout=sys.stderr)
+    run(["cargo", "build", "--release", "--locked", "-q", "-p", "rabbit-rpc-cli"], cwd=source,
+        env=dict(os.environ, CARGO_TARGET_DIR=str(TARGET / "bench" / "baseline-target")))
+    return TARGET / "bench" / "baseline-target" / "release" / "rabbit-rpc"
 
 
 def raw_server(queue, queue_type="classic"):
@@ -177,10 +193,12 @@ def last_json(cmd, env=None):
     return result
 
 
-def ours_client(queue, calls, inflight, body="10", body_size=None, options=(), extra=()):
+def ours_client(queue, calls, inflight, body="10", body_size=None, options=(), extra=(),
+                binary=None):
     body_args = ["--body-size", str(body_size)] if body_size is not None else ["--body", body]
-    return last_json([OURS, "--url", URL, *options, "bench", "--queue", queue, "--calls",
-                      str(calls), "--inflight", str(inflight), "--json", *extra] + body_args)
+    return last_json([binary or OURS, "--url", URL, *options, "bench", "--queue", queue,
+                      "--calls", str(calls), "--inflight", str(inflight), "--json", *extra]
+                     + body_args)
 
 
 def raw_client(queue, calls, inflight, body="10"):
@@ -241,6 +259,8 @@ def main():
     parser.add_argument("--no-go", action="store_true", help="skip the Go tutorial peer")
     parser.add_argument("--headline-only", action="store_true",
                         help="only the ratios against peers")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run our pair as built at git revision REV, side by side")
     parser.add_argument("--tuning", action="store_true",
                         help="also our pair with other prefetch, concurrency and thread counts "
                              "(the measurements behind the defaults)")
@@ -252,29 +272,42 @@ def main():
 
     (TARGET / "bench").mkdir(parents=True, exist_ok=True)
     have_go = setup(not args.no_go)
+    baseline = build_baseline(args.baseline) if args.baseline else None
     global BROKER
     BROKER = broker_pid()
     tag = uuid.uuid4().hex[:8]
     q = {name: f"bench.{name}.{tag}" for name in
-         ["ours", "raw", "aio", "go", "echo", "two", "ours-quorum", "raw-quorum"]}
+         ["ours", "raw", "aio", "go", "echo", "two", "ours-quorum", "raw-quorum", "base"]}
     servers = [ours_server(q["ours"]), raw_server(q["raw"]), aio_server(q["aio"]),
                ours_server(q["echo"], "echo"), ours_server(q["two"]), ours_server(q["two"]),
                ours_server(q["ours-quorum"], queue_type="quorum"),
                raw_server(q["raw-quorum"], queue_type="quorum")]
+    if baseline:
+        servers.append(ours_server(q["base"], binary=baseline))
     if have_go:
         servers.append(go_server(q["go"]))
     out = {}
     try:
         go = have_go
+        # The baseline's rows follow ours, so that each pair runs side by
+        # side in every round.
+        base200 = [("base@200", lambda: ours_client(q["base"], calls(40000), 200,
+                                                    binary=baseline))] if baseline else []
+        base1 = [("base@1", lambda: ours_client(q["base"], calls(3000), 1,
+                                                binary=baseline))] if baseline else []
         headline = [
             ("raw@200", lambda: raw_client(q["raw"], calls(40000), 200)),
             ("ours@200", lambda: ours_client(q["ours"], calls(40000), 200)),
+        ] + base200 + [
             ("aio-pika@200", lambda: aio_client(q["aio"], calls(4000), 200)),
         ] + ([("go@200", lambda: ours_client(q["go"], calls(5000), 200))] if go else []) + [
             ("raw@1", lambda: raw_client(q["raw"], calls(3000), 1)),
             ("ours@1", lambda: ours_client(q["ours"], calls(3000), 1)),
-        ] + ([("go@1", lambda: ours_client(q["go"], calls(2000), 1))] if go else []) + [
+        ] + base1 + ([("go@1", lambda: ours_client(q["go"], calls(2000), 1))] if go else []) + [
             ("fib(30) ours", lambda: ours_client(q["ours"], calls(20000), 200, "30")),
+            ("fib(30) json ours", lambda: ours_client(q["ours"], calls(20000), 200, '{"n":30}',
+                                                      extra=["--content-type",
+                                                             "application/json"])),
         ] + ([("fib(30) go", lambda: ours_client(q["go"], calls(300), 10, "30"))] if go else []) + [
             ("fib(100000) ours@1", lambda: ours_client(q["ours"], calls(200), 1, "100000")),
             ("raw@200 quorum", lambda: raw_client(q["raw-quorum"], calls(40000), 200)),
@@ -340,7 +373,9 @@ def print_table(out, args, have_go):
 
     cmd = "python3 bench/run.py" + (f" --rounds {args.rounds}" if args.rounds != 3 else "") + \
           (" --quick" if args.quick else "") + (" --long" if args.long else "") + \
-          (" --tuning" if args.tuning else "")
+          (" --tuning" if args.tuning else "") + \
+          (" --headline-only" if args.headline_only else "") + \
+          (f" --baseline {args.baseline}" if args.baseline else "")
     print(f"Measured {date.today()} on {os.cpu_count()} cores ({platform.machine()}), "
           f"RabbitMQ {broker_version()}, medians of {args.rounds} interleaved rounds: `{cmd}`. "
           "Ratios are medians of each round's side-by-side ratio.\n")
@@ -366,7 +401,11 @@ def print_table(out, args, have_go):
         row("fib(30) ours", f"{ratio(h, 'fib(30) ours', 'fib(30) go'):.0f}× go", "≥ 50× go")
     else:
         row("fib(30) ours")
+    row("fib(30) json ours", f"{ratio(h, 'fib(30) json ours', 'fib(30) ours'):.2f}× text")
     row("fib(100000) ours@1", "", "p50 < 10 ms")
+    if "base@200" in h:
+        row("base@200", f"ours {ratio(h, 'ours@200', 'base@200'):.2f}× base")
+        row("base@1", f"ours p50 {ratio(h, 'ours@1', 'base@1', 'p50_ms'):.2f}× base")
     row("raw@200 quorum", "ceiling on quorum")
     row("ours@200 quorum", f"{ratio(h, 'ours@200 quorum', 'raw@200 quorum'):.2f}× raw quorum, "
         f"{ratio(h, 'ours@200 quorum', 'ours@200'):.2f}× ours classic")

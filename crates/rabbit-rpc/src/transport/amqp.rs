@@ -16,7 +16,8 @@ use lapin::{
 
 use super::{
     Acker, CLOSE_TIMEOUT, Confirm, Confirmed, Declaration, Delivery, Header, HeaderValue, Outgoing,
-    Properties, QueueArgument, QueueState, Returned, url::BrokerUrl,
+    Properties, QueueArgument, QueueState, Returned,
+    url::{BrokerUrl, Endpoints},
 };
 use crate::Error;
 
@@ -99,6 +100,46 @@ impl Connection {
             Err(_) => Ok(()),
         }
     }
+}
+
+/// Connects to the first of `endpoints` that answers, starting with the one
+/// that worked last, each within `timeout`.
+///
+/// # Errors
+/// [`Error::Connect`] naming every broker tried and why each failed.
+pub(crate) async fn connect(
+    endpoints: &Endpoints,
+    name: &str,
+    timeout: Duration,
+) -> Result<Connection, Error> {
+    let mut failures = Vec::new();
+    for (index, url) in endpoints.in_turn() {
+        match Connection::open(url, name, timeout).await {
+            Ok(connection) => {
+                endpoints.worked(index);
+                return Ok(connection);
+            }
+            Err(error) => failures.push(error),
+        }
+    }
+    if failures.len() == 1 {
+        return Err(failures.remove(0));
+    }
+    let endpoint = endpoints
+        .all()
+        .iter()
+        .map(BrokerUrl::endpoint)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let reason = failures
+        .iter()
+        .map(|error| match error {
+            Error::Connect { endpoint, reason } => format!("{endpoint}: {reason}"),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(Error::Connect { endpoint, reason })
 }
 
 /// A name as AMQP carries it: at most 255 bytes.

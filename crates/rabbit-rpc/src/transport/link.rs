@@ -48,10 +48,11 @@ impl Link {
     /// [`Error::Connect`] naming every broker tried.
     pub(crate) async fn connect(&self) -> Result<Connection, Error> {
         match &self.target {
-            Target::Amqp(endpoints) => endpoints
-                .connect(&self.name, self.connect_timeout)
-                .await
-                .map(Connection::Amqp),
+            Target::Amqp(endpoints) => {
+                super::amqp::connect(endpoints, &self.name, self.connect_timeout)
+                    .await
+                    .map(Connection::Amqp)
+            }
             #[cfg(feature = "test-util")]
             Target::Memory(broker) => broker.connect(&self.name).map(Connection::Memory),
         }

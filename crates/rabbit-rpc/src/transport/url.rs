@@ -155,46 +155,23 @@ impl Endpoints {
         })
     }
 
-    /// Connects to the first broker that answers, starting with the one that
-    /// worked last, each within `timeout`.
-    ///
-    /// # Errors
-    /// [`Error::Connect`] naming every broker tried and why each failed.
-    pub(crate) async fn connect(
-        &self,
-        name: &str,
-        timeout: std::time::Duration,
-    ) -> Result<super::amqp::Connection, Error> {
+    /// The URLs in the order to try them: the one that worked last first.
+    pub(crate) fn in_turn(&self) -> impl Iterator<Item = (usize, &BrokerUrl)> {
         let first = self.preferred.load(Ordering::Relaxed);
-        let mut failures = Vec::new();
-        for offset in 0..self.urls.len() {
+        (0..self.urls.len()).map(move |offset| {
             let index = (first + offset) % self.urls.len();
-            match super::amqp::Connection::open(&self.urls[index], name, timeout).await {
-                Ok(connection) => {
-                    self.preferred.store(index, Ordering::Relaxed);
-                    return Ok(connection);
-                }
-                Err(error) => failures.push(error),
-            }
-        }
-        if failures.len() == 1 {
-            return Err(failures.remove(0));
-        }
-        let endpoint = self
-            .urls
-            .iter()
-            .map(BrokerUrl::endpoint)
-            .collect::<Vec<_>>()
-            .join(", ");
-        let reason = failures
-            .iter()
-            .map(|error| match error {
-                Error::Connect { endpoint, reason } => format!("{endpoint}: {reason}"),
-                other => other.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
-        Err(Error::Connect { endpoint, reason })
+            (index, &self.urls[index])
+        })
+    }
+
+    /// Remembers that the URL at `index` worked, to try it first next time.
+    pub(crate) fn worked(&self, index: usize) {
+        self.preferred.store(index, Ordering::Relaxed);
+    }
+
+    /// Every URL, for an error that names them all.
+    pub(crate) fn all(&self) -> &[BrokerUrl] {
+        &self.urls
     }
 }
 
