@@ -5,11 +5,8 @@ use std::time::Duration;
 
 use super::Client;
 use crate::{
-    BrokerUrl, Error, Metadata,
-    transport::{
-        link::{Link, Target},
-        url::Endpoints,
-    },
+    Error, Metadata,
+    transport::link::{Link, LinkSettings},
 };
 
 /// Where replies come back.
@@ -29,31 +26,23 @@ pub enum ReplyQueue {
 /// Builds a [`Client`]; every setting has a documented default.
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
-    urls: Vec<String>,
-    #[cfg(feature = "test-util")]
-    memory: Option<crate::MemoryBroker>,
+    link: LinkSettings,
     pub(super) timeout: Duration,
-    connect_timeout: Duration,
     pub(super) no_server_check: Duration,
     pub(super) reply_queue: ReplyQueue,
     pub(super) publisher_confirms: bool,
     pub(super) max_body_size: usize,
-    name: String,
 }
 
 impl Default for ClientBuilder {
     fn default() -> ClientBuilder {
         ClientBuilder {
-            urls: vec![BrokerUrl::DEFAULT.to_owned()],
-            #[cfg(feature = "test-util")]
-            memory: None,
+            link: LinkSettings::new("rabbit-rpc client"),
             timeout: ClientBuilder::DEFAULT_TIMEOUT,
-            connect_timeout: Duration::from_secs(5),
             no_server_check: Duration::from_secs(1),
             reply_queue: ReplyQueue::default(),
             publisher_confirms: false,
             max_body_size: 16 * 1024 * 1024,
-            name: "rabbit-rpc client".to_owned(),
         }
     }
 }
@@ -62,10 +51,10 @@ impl ClientBuilder {
     /// How long a call waits for its reply unless told otherwise: 30 s.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-    /// The broker URL. Default: [`BrokerUrl::DEFAULT`], a local RabbitMQ
-    /// with the `guest` account.
+    /// The broker URL. Default: [`BrokerUrl::DEFAULT`](crate::BrokerUrl::DEFAULT),
+    /// a local RabbitMQ with the `guest` account.
     pub fn url(mut self, url: impl Into<String>) -> ClientBuilder {
-        self.urls = vec![url.into()];
+        self.link.urls = vec![url.into()];
         self
     }
 
@@ -76,7 +65,7 @@ impl ClientBuilder {
         I: IntoIterator,
         I::Item: Into<String>,
     {
-        self.urls = urls.into_iter().map(Into::into).collect();
+        self.link.urls = urls.into_iter().map(Into::into).collect();
         self
     }
 
@@ -84,7 +73,7 @@ impl ClientBuilder {
     /// (feature `test-util`).
     #[cfg(feature = "test-util")]
     pub fn memory(mut self, broker: &crate::MemoryBroker) -> ClientBuilder {
-        self.memory = Some(broker.clone());
+        self.link.memory = Some(broker.clone());
         self
     }
 
@@ -98,7 +87,7 @@ impl ClientBuilder {
 
     /// How long connecting may take. Default: 5 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> ClientBuilder {
-        self.connect_timeout = timeout;
+        self.link.connect_timeout = timeout;
         self
     }
 
@@ -141,25 +130,13 @@ impl ClientBuilder {
     /// The connection name shown by `rabbitmqctl list_connections`.
     /// Default: `rabbit-rpc client`.
     pub fn connection_name(mut self, name: impl Into<String>) -> ClientBuilder {
-        self.name = name.into();
+        self.link.name = name.into();
         self
     }
 
     /// Where connections go.
     pub(super) fn link(&self) -> Result<Link, Error> {
-        #[cfg(feature = "test-util")]
-        if let Some(broker) = &self.memory {
-            return Ok(Link::new(
-                Target::Memory(broker.clone()),
-                self.name.clone(),
-                self.connect_timeout,
-            ));
-        }
-        Ok(Link::new(
-            Target::Amqp(Endpoints::parse(&self.urls)?),
-            self.name.clone(),
-            self.connect_timeout,
-        ))
+        self.link.link()
     }
 
     /// Connects and gets ready to call. Only this first connection fails

@@ -21,11 +21,8 @@ use super::{
     stats::Counters,
 };
 use crate::{
-    BrokerUrl, Error, QueueArgument, Service,
-    transport::{
-        link::{Link, Target},
-        url::Endpoints,
-    },
+    Error, QueueArgument, Service,
+    transport::link::{Link, LinkSettings},
 };
 
 /// Builds a [`Server`]: the procedures it answers, and settings that hold
@@ -52,9 +49,7 @@ use crate::{
 /// ```
 #[derive(Debug)]
 pub struct ServerBuilder {
-    urls: Vec<String>,
-    #[cfg(feature = "test-util")]
-    memory: Option<crate::MemoryBroker>,
+    link: LinkSettings,
     procedures: Vec<Procedure>,
     prefetch: u16,
     concurrency: usize,
@@ -62,18 +57,14 @@ pub struct ServerBuilder {
     max_reply_size: usize,
     declare: QueueSettings,
     reply_to: ReplyToPolicy,
-    connect_timeout: Duration,
     drain_timeout: Duration,
     reconnect: bool,
-    name: String,
 }
 
 impl Default for ServerBuilder {
     fn default() -> ServerBuilder {
         ServerBuilder {
-            urls: vec![BrokerUrl::DEFAULT.to_owned()],
-            #[cfg(feature = "test-util")]
-            memory: None,
+            link: LinkSettings::new("rabbit-rpc server"),
             procedures: Vec::new(),
             prefetch: ServerBuilder::DEFAULT_PREFETCH,
             concurrency: ServerBuilder::DEFAULT_CONCURRENCY,
@@ -81,10 +72,8 @@ impl Default for ServerBuilder {
             max_reply_size: 16 * 1024 * 1024,
             declare: QueueSettings::default(),
             reply_to: ReplyToPolicy::default(),
-            connect_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
             reconnect: true,
-            name: "rabbit-rpc server".to_owned(),
         }
     }
 }
@@ -101,10 +90,10 @@ impl ServerBuilder {
     /// The largest request body worked on, unless set: 1 MiB.
     pub const DEFAULT_MAX_REQUEST_SIZE: usize = 1024 * 1024;
 
-    /// The broker URL. Default: [`BrokerUrl::DEFAULT`], a local RabbitMQ
-    /// with the `guest` account.
+    /// The broker URL. Default: [`BrokerUrl::DEFAULT`](crate::BrokerUrl::DEFAULT),
+    /// a local RabbitMQ with the `guest` account.
     pub fn url(mut self, url: impl Into<String>) -> ServerBuilder {
-        self.urls = vec![url.into()];
+        self.link.urls = vec![url.into()];
         self
     }
 
@@ -115,7 +104,7 @@ impl ServerBuilder {
         I: IntoIterator,
         I::Item: Into<String>,
     {
-        self.urls = urls.into_iter().map(Into::into).collect();
+        self.link.urls = urls.into_iter().map(Into::into).collect();
         self
     }
 
@@ -123,7 +112,7 @@ impl ServerBuilder {
     /// (feature `test-util`).
     #[cfg(feature = "test-util")]
     pub fn memory(mut self, broker: &crate::MemoryBroker) -> ServerBuilder {
-        self.memory = Some(broker.clone());
+        self.link.memory = Some(broker.clone());
         self
     }
 
@@ -268,7 +257,7 @@ impl ServerBuilder {
 
     /// How long connecting may take. Default: 5 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> ServerBuilder {
-        self.connect_timeout = timeout;
+        self.link.connect_timeout = timeout;
         self
     }
 
@@ -291,7 +280,7 @@ impl ServerBuilder {
     /// The connection name shown by `rabbitmqctl list_connections`.
     /// Default: `rabbit-rpc server`.
     pub fn connection_name(mut self, name: impl Into<String>) -> ServerBuilder {
-        self.name = name.into();
+        self.link.name = name.into();
         self
     }
 
@@ -375,18 +364,6 @@ impl ServerBuilder {
 
     /// Where connections go.
     pub(super) fn link(&self) -> Result<Link, Error> {
-        #[cfg(feature = "test-util")]
-        if let Some(broker) = &self.memory {
-            return Ok(Link::new(
-                Target::Memory(broker.clone()),
-                self.name.clone(),
-                self.connect_timeout,
-            ));
-        }
-        Ok(Link::new(
-            Target::Amqp(Endpoints::parse(&self.urls)?),
-            self.name.clone(),
-            self.connect_timeout,
-        ))
+        self.link.link()
     }
 }

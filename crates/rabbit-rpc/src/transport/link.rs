@@ -11,12 +11,59 @@ use std::{future::Future, pin::pin, time::Duration};
 
 use tracing::warn;
 
-use super::{Connection, url::Endpoints};
+use super::{
+    Connection,
+    url::{BrokerUrl, Endpoints},
+};
 use crate::Error;
+
+/// Where a builder's connections go and under what name: the settings
+/// the client's and the server's builders share.
+#[derive(Debug, Clone)]
+pub(crate) struct LinkSettings {
+    pub(crate) urls: Vec<String>,
+    #[cfg(feature = "test-util")]
+    pub(crate) memory: Option<super::memory::MemoryBroker>,
+    pub(crate) name: String,
+    pub(crate) connect_timeout: Duration,
+}
+
+impl LinkSettings {
+    /// The defaults: the local broker, a 5 s connect timeout, and `name`.
+    pub(crate) fn new(name: &str) -> LinkSettings {
+        LinkSettings {
+            urls: vec![BrokerUrl::DEFAULT.to_owned()],
+            #[cfg(feature = "test-util")]
+            memory: None,
+            name: name.to_owned(),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The link these settings describe.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] for no URL or a bad one.
+    pub(crate) fn link(&self) -> Result<Link, Error> {
+        #[cfg(feature = "test-util")]
+        if let Some(broker) = &self.memory {
+            return Ok(Link::new(
+                Target::Memory(broker.clone()),
+                self.name.clone(),
+                self.connect_timeout,
+            ));
+        }
+        Ok(Link::new(
+            Target::Amqp(Endpoints::parse(&self.urls)?),
+            self.name.clone(),
+            self.connect_timeout,
+        ))
+    }
+}
 
 /// Where connections go.
 #[derive(Debug, Clone)]
-pub(crate) enum Target {
+enum Target {
     /// RabbitMQ, at one of these URLs.
     Amqp(Endpoints),
     /// The in-memory broker.
@@ -33,7 +80,7 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    pub(crate) fn new(target: Target, name: String, connect_timeout: Duration) -> Link {
+    fn new(target: Target, name: String, connect_timeout: Duration) -> Link {
         Link {
             target,
             name,
