@@ -124,6 +124,9 @@ impl Broker {
                 if let Some(reply_to) = &message.reply_to {
                     properties = properties.with_reply_to(reply_to.as_str().into());
                 }
+                if let Some(content_type) = &message.content_type {
+                    properties = properties.with_content_type(content_type.as_str().into());
+                }
                 common::publish(&channel, queue, &message.body, properties).await;
                 let _ = connection.close(200, "done".into()).await;
             }
@@ -730,6 +733,35 @@ async fn a_typed_service_answers_its_typed_client_with_metadata_and_error_detail
         .await
         .unwrap_err();
     assert!(raw.to_string().contains("missing field `b`"), "{raw}");
+    // A client in any language: JSON published by hand (plain lapin on
+    // RabbitMQ), the reply read from a queue of its own.
+    let replies = format!("rabbit-rpc.reply.{}", uuid::Uuid::new_v4().simple());
+    let _cleanup = matches!(broker, Broker::Real).then(|| common::DeleteOnDrop(replies.clone()));
+    Running::on(broker, &replies, common::echo(), |b| {
+        b.queue_argument("x-expires", 60_000)
+    })
+    .await
+    .stop()
+    .await
+    .unwrap();
+    broker
+        .publish(
+            "conformance.add",
+            RawMessage::new(r#"{"a": 40, "b": 2}"#)
+                .correlation_id("by-hand")
+                .reply_to(replies.as_str())
+                .content_type("application/json"),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reply = loop {
+        if let Some(reply) = broker.get(&replies).await {
+            break reply;
+        }
+        assert!(Instant::now() < deadline, "no JSON reply within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(reply, b"42");
     task.abort();
     if let Broker::Real = broker {
         for queue in ["conformance.add", "conformance.whoami"] {
