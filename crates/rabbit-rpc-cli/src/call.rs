@@ -1,6 +1,6 @@
 //! `rabbit-rpc call`.
 
-use rabbit_rpc::{CallOptions, Client, Error, Reply};
+use rabbit_rpc::{CallOptions, Client, Error, Reply, ReplyQueue};
 
 use crate::cli::CallArgs;
 
@@ -13,6 +13,7 @@ pub async fn call(urls: &[String], args: &CallArgs) -> Result<Reply, Error> {
     let client = Client::builder()
         .urls(urls)
         .timeout(args.timeout)
+        .reply_queue(reply_queue(args.resilient))
         .connection_name("rabbit-rpc call")
         .connect()
         .await?;
@@ -20,4 +21,13 @@ pub async fn call(urls: &[String], args: &CallArgs) -> Result<Reply, Error> {
     let reply = client.call_with(&args.queue, &args.body, &options).await;
     let _ = client.close().await;
     reply
+}
+
+/// The reply mode for `--resilient`.
+pub fn reply_queue(resilient: bool) -> ReplyQueue {
+    if resilient {
+        ReplyQueue::Resilient
+    } else {
+        ReplyQueue::DirectReplyTo
+    }
 }

@@ -310,6 +310,14 @@ pub struct CallArgs {
     /// The request body (for fib: n).
     #[arg(default_value = "30")]
     pub body: String,
+
+    /// Calls that outlive their connection and their broker node: replies
+    /// wait in a replicated queue of this client's own, requests are
+    /// confirmed by the broker and published again after a lost connection,
+    /// so a node going away fails no call (a request may then run twice).
+    /// Costs the broker more per call.
+    #[arg(long)]
+    pub resilient: bool,
 }
 
 /// `rabbit-rpc bench` options.
@@ -352,6 +360,14 @@ pub struct BenchArgs {
     /// measure what they cost.
     #[arg(long)]
     pub publisher_confirms: bool,
+
+    /// Calls that outlive their connection and their broker node: replies
+    /// wait in a replicated queue of this client's own, requests are
+    /// confirmed by the broker and published again after a lost connection,
+    /// so a node going away fails no call (a request may then run twice).
+    /// Costs the broker more per call.
+    #[arg(long)]
+    pub resilient: bool,
 
     /// Print the summary as JSON, on the last line of stdout.
     #[arg(long)]

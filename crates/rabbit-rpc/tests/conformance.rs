@@ -112,6 +112,36 @@ impl Broker {
         }
     }
 
+    /// The durable reply queues (`rabbit-rpc.reply.…`) that exist: those of
+    /// resilient clients.
+    async fn reply_queues(&self) -> Vec<String> {
+        let durable: Vec<(String, bool)> = match self {
+            Broker::Real => {
+                common::rabbitmqctl(&["list_queues", "-q", "--no-table-headers", "name", "durable"])
+                    .await
+                    .lines()
+                    .filter_map(|line| {
+                        let (name, durable) = line.split_once('\t')?;
+                        Some((name.to_owned(), durable.trim() == "true"))
+                    })
+                    .collect()
+            }
+            Broker::Memory(broker) => broker
+                .queue_names()
+                .into_iter()
+                .map(|name| {
+                    let durable = broker.queue(&name).is_some_and(|q| q.durable);
+                    (name, durable)
+                })
+                .collect(),
+        };
+        durable
+            .into_iter()
+            .filter(|(name, durable)| *durable && name.starts_with("rabbit-rpc.reply."))
+            .map(|(name, _)| name)
+            .collect()
+    }
+
     /// Publishes as a client in another language would.
     async fn publish(&self, queue: &str, message: RawMessage) {
         match self {
@@ -189,6 +219,7 @@ conformance!(
     a_missing_queue_is_declared_durable_and_quorum_and_a_conflict_is_refused,
     several_procedures_share_one_connection_each_on_its_queue,
     a_typed_service_answers_its_typed_client_with_metadata_and_error_details,
+    a_resilient_call_outlives_its_clients_connection,
 );
 
 /// A server answering `handler` on a fresh queue, running until the handle
@@ -768,4 +799,50 @@ async fn a_typed_service_answers_its_typed_client_with_metadata_and_error_detail
             common::delete_queue(queue).await;
         }
     }
+}
+
+async fn a_resilient_call_outlives_its_clients_connection(broker: &Broker) {
+    let (gate, runs) = (Arc::new(Semaphore::new(0)), Arc::new(AtomicUsize::new(0)));
+    let server = Running::start(broker, "conf_resilient", gated(&gate, &runs), |b| b).await;
+    let name = format!("conformance resilient {}", uuid::Uuid::new_v4());
+    let before = broker.reply_queues().await;
+    let client = broker
+        .client()
+        .connection_name(&name)
+        .reply_queue(ReplyQueue::Resilient)
+        .connect()
+        .await
+        .unwrap();
+    let held = spawn_call(&client, &server.queue, "held", Duration::from_secs(60));
+    common::wait_until(Duration::from_secs(10), "the server runs it", || async {
+        runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // The client's connection goes while the server holds the request; the
+    // reply waits in the client's queue until it is back.
+    assert_eq!(broker.cut(&name).await, 1);
+    gate.add_permits(10);
+    assert_eq!(held.await.unwrap().unwrap(), "held");
+    // And later calls go out on the new connection.
+    assert_eq!(
+        client.call(&server.queue, "next").await.unwrap().text(),
+        "next"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    // Its reply queue is durable; closing the client removes it.
+    let ours: Vec<String> = broker
+        .reply_queues()
+        .await
+        .into_iter()
+        .filter(|queue| !before.contains(queue))
+        .collect();
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    client.close().await.unwrap();
+    common::wait_until(
+        Duration::from_secs(10),
+        "the reply queue is gone",
+        || async { !broker.reply_queues().await.contains(&ours[0]) },
+    )
+    .await;
+    server.stop().await.unwrap();
 }

@@ -65,6 +65,7 @@ pub async fn bench(urls: &[String], args: &BenchArgs) -> Result<Summary, Error> 
         .urls(urls)
         .timeout(args.timeout)
         .publisher_confirms(args.publisher_confirms)
+        .reply_queue(crate::call::reply_queue(args.resilient))
         .connection_name("rabbit-rpc bench")
         .connect()
         .await?;

@@ -21,6 +21,24 @@ pub enum ReplyQueue {
     /// (`rabbit-rpc.reply.…`), for brokers or proxies without direct
     /// reply-to.
     Exclusive,
+    /// Calls that outlive their connection, and their broker node: replies
+    /// go to a quorum queue of the client's own (`rabbit-rpc.reply.…`,
+    /// replicated over a cluster's nodes, deleted by the broker five
+    /// minutes after the client is gone, or at once by
+    /// [`Client::close`](super::Client::close)), consumed with
+    /// acknowledgements, so a reply waits there while the client
+    /// reconnects to another node. Requests are published with publisher
+    /// confirms; one whose confirm did not arrive before the connection
+    /// dropped is published again on the new connection, with the same
+    /// correlation id. So a lost connection fails no call: calls wait for
+    /// the reconnection, within their timeout.
+    ///
+    /// The price: a request may run twice (published again after the
+    /// broker took it but before its confirm arrived; the second reply is
+    /// dropped), so handlers must be idempotent; and each call costs the
+    /// broker a confirm and an acknowledgement more. The request queue must
+    /// survive the node loss too: a quorum queue, `serve`'s default.
+    Resilient,
 }
 
 /// Builds a [`Client`]; every setting has a documented default.

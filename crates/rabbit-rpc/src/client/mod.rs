@@ -23,13 +23,36 @@ use tokio_util::sync::CancellationToken;
 pub use builder::{CallOptions, ClientBuilder, ReplyQueue};
 pub use reply::Reply;
 
-use crate::{Error, protocol};
+use crate::{
+    Error, protocol,
+    transport::{Confirm, Confirmed},
+};
+use in_flight::Pending;
 use probe::{Probe, Probes};
-use session::{Session, State};
+use session::{Resilient, Session, State};
 use unroutable::PendingConfirm;
 
 /// A deadline for timeouts too long to represent: about 30 years.
 const NEVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
+/// One call, as checked and timed.
+struct Call<'a> {
+    queue: &'a str,
+    body: &'a [u8],
+    content_type: Option<&'a str>,
+    options: &'a CallOptions,
+    timeout: Duration,
+    deadline: Instant,
+}
+
+impl Call<'_> {
+    fn timed_out(&self) -> Error {
+        Error::Timeout {
+            queue: self.queue.to_owned(),
+            after: self.timeout,
+        }
+    }
+}
 
 /// An RPC client. Cheap to clone: clones share one connection and one
 /// channel, and any number of calls may run at once.
@@ -62,6 +85,8 @@ struct Inner {
     max_body_size: usize,
     /// Recent "does anyone consume this queue?" answers.
     probes: Probes,
+    /// What outlives connections, for a [`ReplyQueue::Resilient`] client.
+    resilient: Option<Arc<Resilient>>,
     unknown_replies: Arc<AtomicU64>,
     closed: CancellationToken,
     supervisor: JoinHandle<()>,
@@ -173,46 +198,37 @@ impl Client {
         // A timeout too large for the clock (`Duration::MAX` for "no
         // timeout") means a deadline that never comes.
         let deadline = started + timeout.min(NEVER);
-        let timed_out = || Error::Timeout {
-            queue: queue.to_owned(),
-            after: timeout,
+        let call = Call {
+            queue,
+            body,
+            content_type,
+            options,
+            timeout,
+            deadline,
         };
+        match &inner.resilient {
+            Some(resilient) => self.call_resilient(&call, resilient).await,
+            None => self.call_once(&call).await,
+        }
+    }
 
-        let id = inner.ids.next();
+    /// A call that fails with its connection: published once, its reply
+    /// awaited on the same connection.
+    async fn call_once(&self, call: &Call<'_>) -> Result<Reply, Error> {
+        let id = self.inner.ids.next();
         let (session, mut pending) = loop {
-            let session = self.session(deadline).await?;
+            let session = self.session(call.deadline).await?;
             match session.in_flight.register(&id) {
                 Ok(pending) => break (session, pending),
                 // The connection has just dropped and nothing was sent:
                 // wait for the next one.
-                Err(_) => self.replaced(&session, deadline).await?,
+                Err(_) => self.replaced(&session, call.deadline).await?,
             }
         };
-        // One timer per call on the hot path: the moment to check for a
-        // server, counted from publishing (a call that waited for the client
-        // to reconnect gets the same grace as any other). Publishing takes
-        // microseconds unless the broker pushes back (a memory alarm); then
-        // it may use the whole timeout.
-        let check_at = (Instant::now() + inner.no_server_check.min(timeout / 2)).min(deadline);
-        let mut check = std::pin::pin!(tokio::time::sleep_until(check_at));
-        let published = {
-            let message = protocol::request(
-                &session.reply_to,
-                pending.id(),
-                deadline.saturating_duration_since(Instant::now()),
-                content_type,
-                &options.metadata,
-            );
-            let publish = session.channel.publish(queue, true, &message, body);
-            let mut publish = std::pin::pin!(publish);
-            tokio::select! {
-                published = &mut publish => published,
-                () = &mut check => match tokio::time::timeout_at(deadline, &mut publish).await {
-                    Ok(published) => published,
-                    Err(_) => return Err(timed_out()),
-                },
-            }
-        };
+        let mut check = std::pin::pin!(tokio::time::sleep_until(self.check_at(call)));
+        let published = self
+            .publish(&session, call, pending.id(), check.as_mut())
+            .await?;
         let confirm = match published {
             Ok(confirm) => confirm,
             Err(error) => {
@@ -232,37 +248,138 @@ impl Client {
         if let Some(confirms) = &session.confirms {
             let _ = confirms.send(PendingConfirm {
                 id: pending.id().to_owned(),
-                queue: queue.to_owned(),
+                queue: call.queue.to_owned(),
                 confirm,
             });
         }
+        self.reply(&session, call, &mut pending, check).await
+    }
 
+    /// A call that outlives its connection (see [`ReplyQueue::Resilient`]):
+    /// published until the broker confirms it, on whichever connection the
+    /// client has, and its reply awaited across reconnections.
+    async fn call_resilient(
+        &self,
+        call: &Call<'_>,
+        resilient: &session::Resilient,
+    ) -> Result<Reply, Error> {
+        let id = self.inner.ids.next();
+        let mut pending = resilient.in_flight.register(&id)?;
+        let mut check = std::pin::pin!(tokio::time::sleep_until(self.check_at(call)));
+        let mut session = self.session(call.deadline).await?;
+        loop {
+            let confirmed = match self
+                .publish(&session, call, pending.id(), check.as_mut())
+                .await?
+            {
+                Ok(confirm) => tokio::select! {
+                    outcome = pending.outcome() => return outcome,
+                    confirmed = confirm.outcome() => confirmed,
+                    () = tokio::time::sleep_until(call.deadline) => return Err(call.timed_out()),
+                },
+                Err(Error::ConnectionLost { .. }) => None,
+                Err(error) => return Err(error),
+            };
+            match confirmed {
+                Some(Confirmed::Taken) => break,
+                Some(Confirmed::Returned) => {
+                    return Err(Error::NoRoute {
+                        queue: call.queue.to_owned(),
+                    });
+                }
+                Some(Confirmed::Refused) => {
+                    return Err(Error::Rejected {
+                        queue: call.queue.to_owned(),
+                    });
+                }
+                // The connection went with the confirm: the broker may or
+                // may not have the request. Publish it again on the next
+                // connection (a second reply, if any, is dropped).
+                None => {
+                    self.replaced(&session, call.deadline).await?;
+                    session = self.session(call.deadline).await?;
+                }
+            }
+        }
+        self.reply(&session, call, &mut pending, check).await
+    }
+
+    /// When an unanswered call checks for a server: counted from
+    /// publishing (a call that waited for the client to reconnect gets the
+    /// same grace as any other), at most half its timeout.
+    fn check_at(&self, call: &Call<'_>) -> Instant {
+        (Instant::now() + self.inner.no_server_check.min(call.timeout / 2)).min(call.deadline)
+    }
+
+    /// Publishes the request with correlation id `id` on `session`. One
+    /// timer per call on the hot path: `check` is also the moment to check
+    /// for a server; publishing takes microseconds unless the broker pushes
+    /// back (a memory alarm), and then it may use the whole timeout. The
+    /// outer error is the call's end (a timeout); the inner one, the
+    /// publish's.
+    async fn publish(
+        &self,
+        session: &Session,
+        call: &Call<'_>,
+        id: &str,
+        check: std::pin::Pin<&mut tokio::time::Sleep>,
+    ) -> Result<Result<Confirm, Error>, Error> {
+        let message = protocol::request(
+            &session.reply_to,
+            id,
+            call.deadline.saturating_duration_since(Instant::now()),
+            call.content_type,
+            &call.options.metadata,
+        );
+        let publish = session
+            .channel
+            .publish(call.queue, true, &message, call.body);
+        let mut publish = std::pin::pin!(publish);
+        Ok(tokio::select! {
+            published = &mut publish => published,
+            () = check => match tokio::time::timeout_at(call.deadline, &mut publish).await {
+                Ok(published) => published,
+                Err(_) => return Err(call.timed_out()),
+            },
+        })
+    }
+
+    /// Waits for the reply to a published call, checking at `check` whether
+    /// anybody serves its queue.
+    async fn reply(
+        &self,
+        session: &Session,
+        call: &Call<'_>,
+        pending: &mut Pending,
+        mut check: std::pin::Pin<&mut tokio::time::Sleep>,
+    ) -> Result<Reply, Error> {
+        let (queue, deadline) = (call.queue, call.deadline);
         tokio::select! {
             outcome = pending.outcome() => return outcome,
             () = &mut check => {}
         }
         // "No server" takes two answers a while apart: a server that is
         // reconnecting, or restarting, is back within that while.
-        let first = self.probe(&session, queue, deadline, None).await;
+        let first = self.probe(session, queue, deadline, None).await;
         if let Some(error) = first.failure(queue) {
             if matches!(error, Error::NoRoute { .. }) {
                 return Err(error);
             }
             let asked = Instant::now();
             let left = deadline.saturating_duration_since(asked);
-            let again = asked + inner.no_server_check.min(left / 2);
+            let again = asked + self.inner.no_server_check.min(left / 2);
             tokio::select! {
                 outcome = pending.outcome() => return outcome,
                 () = tokio::time::sleep_until(again) => {}
             }
-            let second = self.probe(&session, queue, deadline, Some(asked)).await;
+            let second = self.probe(session, queue, deadline, Some(asked)).await;
             if let Some(error) = second.failure(queue) {
                 return Err(error);
             }
         }
         match tokio::time::timeout_at(deadline, pending.outcome()).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(timed_out()),
+            Err(_) => Err(call.timed_out()),
         }
     }
 
@@ -339,6 +456,9 @@ impl Client {
 
     /// How many calls are waiting for a reply right now.
     pub fn pending_calls(&self) -> usize {
+        if let Some(resilient) = &self.inner.resilient {
+            return resilient.in_flight.len();
+        }
         match &*self.inner.state.borrow() {
             State::Connected(session) => session.in_flight.len(),
             State::Reconnecting { .. } | State::Closed => 0,
@@ -364,11 +484,22 @@ impl Client {
     /// A broker error if the connection was already closed.
     pub async fn close(&self) -> Result<(), Error> {
         self.inner.closed.cancel();
+        if let Some(resilient) = &self.inner.resilient {
+            resilient.in_flight.close("the client is closed".to_owned());
+        }
         match self.inner.state.send_replace(State::Closed) {
-            // Bounded: a broker that stopped reading this connection must
-            // not hold the caller; the socket closes when the session is
-            // dropped anyway.
-            State::Connected(session) => session.connection.close("client closed").await,
+            State::Connected(session) => {
+                if let Some(resilient) = &self.inner.resilient {
+                    // Gone for good: the reply queue goes too, rather than
+                    // when it expires.
+                    let delete = session.channel.delete(&resilient.reply_queue);
+                    let _ = tokio::time::timeout(crate::transport::CLOSE_TIMEOUT, delete).await;
+                }
+                // Bounded: a broker that stopped reading this connection
+                // must not hold the caller; the socket closes when the
+                // session is dropped anyway.
+                session.connection.close("client closed").await
+            }
             State::Reconnecting { .. } | State::Closed => Ok(()),
         }
     }
@@ -377,8 +508,17 @@ impl Client {
     async fn start(settings: ClientBuilder) -> Result<Client, Error> {
         let link = settings.link()?;
         let unknown_replies = Arc::default();
+        let resilient = (settings.reply_queue == ReplyQueue::Resilient)
+            .then(|| Arc::new(Resilient::new(&unknown_replies)));
         let (session, ended) = link
-            .open(|connection| Session::open(connection, &settings, &unknown_replies))
+            .open(|connection| {
+                Session::open(
+                    connection,
+                    &settings,
+                    &unknown_replies,
+                    resilient.as_deref(),
+                )
+            })
             .await?;
         let state = Arc::new(watch::Sender::new(State::Connected(Arc::new(session))));
         let closed = CancellationToken::new();
@@ -389,6 +529,7 @@ impl Client {
             ended,
             closed.clone(),
             Arc::clone(&unknown_replies),
+            resilient.clone(),
         ));
         Ok(Client {
             inner: Arc::new(Inner {
@@ -398,6 +539,7 @@ impl Client {
                 no_server_check: settings.no_server_check,
                 max_body_size: settings.max_body_size,
                 probes: Probes::default(),
+                resilient,
                 unknown_replies,
                 closed,
                 supervisor,

@@ -16,13 +16,54 @@ use tracing::{debug, info, warn};
 
 use super::{ClientBuilder, ReplyQueue, in_flight::InFlight, unroutable};
 use crate::{
-    Error,
+    Error, QueueArgument,
     protocol::{self, DIRECT_REPLY_TO, REPLY_QUEUE_PREFIX},
     transport::{
         Channel, Connection, Consumer, Declaration,
         link::{Backoff, Link},
     },
 };
+
+/// How long a resilient client's reply queue outlives the client: the
+/// broker deletes it this long after its last consumer went, if the client
+/// did not delete it first.
+const RESILIENT_QUEUE_EXPIRES_MS: i64 = 5 * 60 * 1000;
+
+/// What a resilient client keeps across connections: its calls, and the
+/// name of its reply queue.
+#[derive(Debug)]
+pub(super) struct Resilient {
+    pub(super) in_flight: Arc<InFlight>,
+    pub(super) reply_queue: String,
+}
+
+impl Resilient {
+    pub(super) fn new(unknown_replies: &Arc<AtomicU64>) -> Resilient {
+        Resilient {
+            in_flight: Arc::new(InFlight::counting_into(Arc::clone(unknown_replies))),
+            reply_queue: format!("{REPLY_QUEUE_PREFIX}{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+
+    /// The reply queue: a quorum queue, replicated over a cluster's nodes,
+    /// that the broker deletes once the client has been gone a while.
+    fn declaration() -> Declaration {
+        Declaration {
+            durable: true,
+            arguments: vec![
+                (
+                    "x-queue-type".to_owned(),
+                    QueueArgument::Text("quorum".to_owned()),
+                ),
+                (
+                    "x-expires".to_owned(),
+                    QueueArgument::Int(RESILIENT_QUEUE_EXPIRES_MS),
+                ),
+            ],
+            ..Declaration::default()
+        }
+    }
+}
 
 /// A client's link to the broker, as its calls see it.
 #[derive(Debug, Clone)]
@@ -63,19 +104,31 @@ impl Drop for Session {
 
 impl Session {
     /// Sets up the reply consumer on `connection` and starts the session's
-    /// tasks. The receiver gets why the session ended, once it has.
+    /// tasks. The receiver gets why the session ended, once it has. A
+    /// resilient client's session works for the client's calls, which
+    /// outlive it; any other session has calls of its own, which fail with
+    /// it.
     pub(super) async fn open(
         connection: Connection,
         settings: &ClientBuilder,
         unknown_replies: &Arc<AtomicU64>,
+        resilient: Option<&Resilient>,
     ) -> Result<(Session, oneshot::Receiver<String>), Error> {
         let channel = connection.channel().await?;
-        if settings.publisher_confirms {
+        if settings.publisher_confirms || resilient.is_some() {
             channel.confirm().await?;
         }
-        let reply_to = match settings.reply_queue {
-            ReplyQueue::DirectReplyTo => DIRECT_REPLY_TO.to_owned(),
-            ReplyQueue::Exclusive => {
+        let reply_to = match (settings.reply_queue, resilient) {
+            (_, Some(resilient)) => {
+                // The same name on every connection: replies published
+                // while the client was away wait there.
+                channel
+                    .declare(&resilient.reply_queue, &Resilient::declaration())
+                    .await?;
+                resilient.reply_queue.clone()
+            }
+            (ReplyQueue::DirectReplyTo, None) => DIRECT_REPLY_TO.to_owned(),
+            _ => {
                 // Named by us, fresh for every connection: the broker
                 // deletes an exclusive queue with its connection.
                 let name = format!("{REPLY_QUEUE_PREFIX}{}", uuid::Uuid::new_v4().simple());
@@ -89,15 +142,21 @@ impl Session {
             }
         };
         // Direct reply-to requires consuming (no-ack) before the first
-        // publish, on the channel that publishes.
-        let replies = channel.consume(&reply_to, true).await?;
+        // publish, on the channel that publishes. A resilient client
+        // acknowledges each reply, so one on its way when the connection
+        // drops comes back on the next.
+        let replies = channel.consume(&reply_to, resilient.is_none()).await?;
 
-        let in_flight = Arc::new(InFlight::counting_into(Arc::clone(unknown_replies)));
+        let in_flight = match resilient {
+            Some(resilient) => Arc::clone(&resilient.in_flight),
+            None => Arc::new(InFlight::counting_into(Arc::clone(unknown_replies))),
+        };
         let (lost, ended) = oneshot::channel();
         let mut tasks = vec![tokio::spawn(route_replies(
             replies,
             Arc::clone(&in_flight),
             lost,
+            resilient.is_some(),
         ))];
         // Even with confirms on, the sweep is needed: it is what frees the
         // confirms of calls dropped while publishing.
@@ -105,7 +164,8 @@ impl Session {
             channel.clone(),
             Arc::clone(&in_flight),
         )));
-        let confirms = settings.publisher_confirms.then(|| {
+        // A resilient call waits for its own confirm.
+        let confirms = (settings.publisher_confirms && resilient.is_none()).then(|| {
             let (confirms, confirm_queue) = mpsc::unbounded_channel();
             tasks.push(tokio::spawn(unroutable::watch_confirms(
                 confirm_queue,
@@ -125,27 +185,37 @@ impl Session {
     }
 }
 
-/// Hands each reply to the call waiting for it; when the reply consumer ends
-/// (the connection or channel closed), fails every waiting call at once and
-/// reports why.
+/// Hands each reply to the call waiting for it (and, for a `resilient`
+/// client, acknowledges it); when the reply consumer ends (the connection
+/// or channel closed), reports why and, unless the calls outlive the
+/// session (`resilient`), fails every waiting call at once.
 async fn route_replies(
     mut replies: Consumer,
     in_flight: Arc<InFlight>,
     lost: oneshot::Sender<String>,
+    resilient: bool,
 ) {
     let reason = loop {
         match replies.next().await {
             Some(Ok(delivery)) => {
-                let Some(id) = delivery.properties.correlation_id() else {
-                    debug!("dropping a reply without correlation_id");
-                    in_flight.note_unknown();
-                    continue;
-                };
-                let id = id.to_owned();
-                let outcome = protocol::decode_reply(&delivery.properties, delivery.body)
-                    .map_err(Error::Remote);
-                if !in_flight.complete(&id, outcome) {
-                    debug!(correlation_id = %id, "dropping a reply no call is waiting for");
+                let acker = resilient.then_some(delivery.acker);
+                match delivery.properties.correlation_id().map(str::to_owned) {
+                    Some(id) => {
+                        let outcome = protocol::decode_reply(&delivery.properties, delivery.body)
+                            .map_err(Error::Remote);
+                        if !in_flight.complete(&id, outcome) {
+                            debug!(correlation_id = %id, "dropping a reply no call is waiting for");
+                        }
+                    }
+                    None => {
+                        debug!("dropping a reply without correlation_id");
+                        in_flight.note_unknown();
+                    }
+                }
+                if let Some(acker) = acker {
+                    // A reply not acknowledged comes back on the next
+                    // connection, to be dropped as one nobody waits for.
+                    let _ = acker.ack().await;
                 }
             }
             Some(Err(error)) => break error.to_string(),
@@ -153,7 +223,9 @@ async fn route_replies(
         }
     };
     debug!(%reason, "reply consumer ended");
-    in_flight.close(reason.clone());
+    if !resilient {
+        in_flight.close(reason.clone());
+    }
     let _ = lost.send(reason);
 }
 
@@ -167,6 +239,7 @@ pub(super) async fn supervise(
     mut ended: oneshot::Receiver<String>,
     closed: CancellationToken,
     unknown_replies: Arc<AtomicU64>,
+    resilient: Option<Arc<Resilient>>,
 ) {
     let mut backoff = Backoff::default();
     let mut connected = tokio::time::Instant::now();
@@ -204,7 +277,14 @@ pub(super) async fn supervise(
             .reopen(
                 &mut backoff,
                 "the client",
-                |connection| Session::open(connection, &settings, &unknown_replies),
+                |connection| {
+                    Session::open(
+                        connection,
+                        &settings,
+                        &unknown_replies,
+                        resilient.as_deref(),
+                    )
+                },
                 |error| {
                     state.send_if_modified(|state| {
                         if let State::Reconnecting { last_error, .. } = state {

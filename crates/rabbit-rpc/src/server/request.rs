@@ -313,7 +313,7 @@ fn truncated(text: &str, max: usize) -> Vec<u8> {
 
 async fn ack(acker: &Acker) {
     if let Err(error) = acker.ack().await {
-        warn!(%error, "could not acknowledge a request; the broker will redeliver it");
+        settle_failed("acknowledge", &error);
     }
 }
 
@@ -321,7 +321,17 @@ async fn ack(acker: &Acker) {
 /// queue has a dead-letter exchange, else drops it.
 async fn reject(acker: &Acker) {
     if let Err(error) = acker.nack(false).await {
-        warn!(%error, "could not reject a request; the broker will redeliver it");
+        settle_failed("reject", &error);
+    }
+}
+
+/// Says that settling a request failed. A lost connection is reported once,
+/// by the serve loop: not once more for each request it held.
+fn settle_failed(what: &str, error: &crate::Error) {
+    if error.is_connection_lost() {
+        debug!(%error, "could not {what} a request; the broker will redeliver it");
+    } else {
+        warn!(%error, "could not {what} a request; the broker will redeliver it");
     }
 }
 

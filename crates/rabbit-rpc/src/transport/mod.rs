@@ -128,6 +128,22 @@ impl Channel {
         }
     }
 
+    /// Deletes `queue` with its messages.
+    pub(crate) async fn delete(&self, queue: &str) -> Result<(), Error> {
+        match self {
+            Channel::Amqp(channel) => channel
+                .queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
+                .await
+                .map(drop)
+                .map_err(Error::from_lapin),
+            #[cfg(feature = "test-util")]
+            Channel::Memory(channel) => {
+                channel.delete(queue);
+                Ok(())
+            }
+        }
+    }
+
     /// Sets how many unacknowledged deliveries each consumer started on
     /// this channel from now on may hold. Consumers that already exist keep
     /// theirs, as RabbitMQ does.

@@ -124,6 +124,11 @@ impl MemoryBroker {
         ids.len()
     }
 
+    /// The names of the queues, sorted.
+    pub fn queue_names(&self) -> Vec<String> {
+        self.lock().queue_names()
+    }
+
     /// The names of the open connections, sorted.
     pub fn connections(&self) -> Vec<String> {
         self.lock().connection_names()
@@ -253,6 +258,10 @@ impl Channel {
 
     pub(crate) fn declare(&self, queue: &str, declaration: &Declaration) -> Result<(), Error> {
         self.lock().declare(self.id, queue, declaration)
+    }
+
+    pub(crate) fn delete(&self, queue: &str) {
+        self.lock().delete_queue(queue);
     }
 
     pub(crate) fn prefetch(&self, count: u16) -> Result<(), Error> {

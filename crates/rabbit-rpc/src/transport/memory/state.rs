@@ -476,6 +476,12 @@ impl State {
             .collect()
     }
 
+    pub(super) fn queue_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.queues.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
     pub(super) fn connection_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .connections
