@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""Our pair against itself at another git revision: a change's cost or gain,
-side by side, with more rounds than the suite gives one scenario.
+"""Our pair against itself at another git revision, or with other options:
+a change's cost or gain, side by side, with more rounds than the suite gives
+one scenario.
 
     python3 bench/ab.py REV [--rounds N] [--calls N] [--inflight C]
+        [--queue-type classic|quorum] [--serve-options=OPTS] [--bench-options=OPTS]
 
-Builds our binary at REV (as `bench/run.py --baseline` does), starts a
-`serve fib --queue-type classic` of each build on a queue of its own, and
-runs each build's `bench` against its own server, alternately, in ABBA
-order (this build first in odd rounds, REV's first in even ones). Prints
-each round's ratios and their medians: throughput this/REV and p50
-this/REV.
+Builds our binary at REV (as `bench/run.py --baseline` does; REV `.` is this
+build), starts a `serve fib` of each build on a queue of its own, and runs
+each build's `bench` against its own server, alternately, in ABBA order
+(this side first in odd rounds, REV's first in even ones). --serve-options
+and --bench-options (one string, split on spaces) go to this side only: with
+REV `.` they measure what an option costs, e.g.
+`python3 bench/ab.py . --bench-options=--resilient`. Prints each round's
+ratios and their medians: throughput this/REV and p50 this/REV.
 """
 
 import argparse
@@ -26,27 +30,37 @@ def main():
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--calls", type=int, default=40000)
     parser.add_argument("--inflight", type=int, default=200)
+    parser.add_argument("--queue-type", choices=["classic", "quorum"], default="classic")
+    parser.add_argument("--serve-options", default="", help="for this side's serve")
+    parser.add_argument("--bench-options", default="", help="for this side's bench")
     args = parser.parse_args()
     (run.TARGET / "bench").mkdir(parents=True, exist_ok=True)
     run.run([run.ROOT / "scripts" / "ensure-rabbitmq.sh"], stdout=run.sys.stderr)
     run.run(["cargo", "build", "--release", "--locked", "-q", "-p", "rabbit-rpc-cli"],
             cwd=run.ROOT)
-    base = run.build_baseline(args.rev)
+    base = None if args.rev == "." else run.build_baseline(args.rev)
+    run.BROKER = run.broker_pid()
     tag = uuid.uuid4().hex[:8]
     queues = {"this": f"bench.ab.this.{tag}", "base": f"bench.ab.base.{tag}"}
-    servers = [run.ours_server(queues["this"]), run.ours_server(queues["base"], binary=base)]
+    servers = [run.ours_server(queues["this"], queue_type=args.queue_type,
+                               serve_options=args.serve_options.split()),
+               run.ours_server(queues["base"], queue_type=args.queue_type, binary=base)]
     rows = []
     try:
         for i in range(args.rounds):
             order = ["this", "base"] if i % 2 == 0 else ["base", "this"]
             result = {}
             for which in order:
-                result[which] = run.ours_client(queues[which], args.calls, args.inflight,
-                                                binary=None if which == "this" else base)
+                this = which == "this"
+                result[which] = run.ours_client(
+                    queues[which], args.calls, args.inflight,
+                    extra=args.bench_options.split() if this else (),
+                    binary=None if this else base)
             rows.append(result)
-            run.say(f"round {i + 1}: this {result['this']['rps']:.0f} calls/s p50 "
-                    f"{result['this']['p50_ms']:.3f} ms, {args.rev} {result['base']['rps']:.0f} "
-                    f"calls/s p50 {result['base']['p50_ms']:.3f} ms")
+            run.say(f"round {i + 1}: " + ", ".join(
+                f"{name} {result[key]['rps']:.0f} calls/s p50 {result[key]['p50_ms']:.3f} ms "
+                f"broker {result[key].get('broker_us_per_call', 0):.1f} µs/call"
+                for key, name in [("this", "this"), ("base", args.rev)]))
     finally:
         for server in servers:
             server.stop()
@@ -54,11 +68,19 @@ def main():
             subprocess.run(["rabbitmqctl", "-q", "delete_queue", queue], capture_output=True)
     rps = [r["this"]["rps"] / r["base"]["rps"] for r in rows]
     p50 = [r["this"]["p50_ms"] / r["base"]["p50_ms"] for r in rows]
+    options = "".join(f" --{name.replace('_', '-')}={value}" for name, value in
+                      [("queue_type", args.queue_type), ("serve_options", args.serve_options),
+                       ("bench_options", args.bench_options)] if value and value != "classic")
     print(f"`python3 bench/ab.py {args.rev} --rounds {args.rounds} --calls {args.calls} "
-          f"--inflight {args.inflight}`")
+          f"--inflight {args.inflight}{options}`")
     print("throughput this/base per round: " + " ".join(f"{x:.2f}" for x in rps))
     print(f"median {statistics.median(rps):.3f}×; p50 this/base median "
           f"{statistics.median(p50):.3f}×")
+    broker = {key: [r[key]["broker_us_per_call"] for r in rows if "broker_us_per_call" in r[key]]
+              for key in ("this", "base")}
+    if broker["this"] and broker["base"]:
+        print(f"broker CPU per call, median: this {statistics.median(broker['this']):.1f} µs, "
+              f"base {statistics.median(broker['base']):.1f} µs")
 
 
 if __name__ == "__main__":

@@ -162,10 +162,12 @@ def go_server(queue):
 
 
 def broker_pid():
-    """The local broker's Erlang VM, to charge its CPU time to each run."""
-    out = subprocess.run(["pgrep", "-f", "beam.smp"], capture_output=True, text=True)
-    pids = out.stdout.split()
-    return int(pids[0]) if len(pids) == 1 else None
+    """The local broker's Erlang VM, to charge its CPU time to each run: the
+    default node's (not a node of scripts/cluster.sh's cluster)."""
+    out = subprocess.run(["rabbitmqctl", "-q", "eval", "os:getpid()."], capture_output=True,
+                         text=True)
+    pid = out.stdout.strip().strip('"')
+    return int(pid) if out.returncode == 0 and pid.isdigit() else None
 
 
 BROKER = None

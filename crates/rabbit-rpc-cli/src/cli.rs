@@ -256,6 +256,15 @@ pub struct ServerArgs {
     #[arg(long, conflicts_with = "allow_reply_to")]
     pub allow_any_reply_to: bool,
 
+    /// Acknowledge every request only once the broker has confirmed its
+    /// reply, not only those answered to a resilient caller's reply queue
+    /// (always confirmed): if this server's broker node stops between a
+    /// reply and its acknowledgement, the request goes to another server
+    /// instead of its reply being lost. Costs about a fifth of the
+    /// throughput at 200 calls in flight.
+    #[arg(long)]
+    pub confirm_replies: bool,
+
     /// The largest request body worked on; larger ones get a
     /// resource_exhausted reply.
     #[arg(long, default_value_t = rabbit_rpc::ServerBuilder::DEFAULT_MAX_REQUEST_SIZE, value_name = "BYTES")]

@@ -59,7 +59,10 @@ pub async fn serve(
     if server_args.allow_any_reply_to {
         builder = builder.allow_any_reply_to();
     }
-    let server = builder.bind().await?;
+    let server = builder
+        .confirm_replies(server_args.confirm_replies)
+        .bind()
+        .await?;
     for (service, queue) in queues {
         let origin = match server.queue_origin(queue) {
             Some(QueueOrigin::Joined) => "existing queue, served as it is".to_owned(),

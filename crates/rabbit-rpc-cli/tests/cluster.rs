@@ -194,7 +194,17 @@ fn longest_silence(outcomes: &[Outcome], from: Instant, to: Instant) -> Duration
     longest
 }
 
+/// The client's log (rabbit_rpc at debug level) in the test's output,
+/// shown if the test fails.
+fn log_client() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("rabbit_rpc=debug")
+        .with_test_writer()
+        .try_init();
+}
+
 async fn node_loss_under_load(reply_queue: ReplyQueue) -> (Vec<Event>, Vec<Outcome>, String) {
+    log_client();
     cluster(&["up"]).await;
     let queue = common::unique_queue("cluster");
     let _cleanup = DeleteOnCluster(queue.clone());

@@ -27,7 +27,7 @@ use lapin::{
 };
 use rabbit_rpc::{
     CallOptions, Client, Code, QueueType, Request, Status, handler_fn,
-    protocol::{STATUS_HEADER, TIMEOUT_HEADER},
+    protocol::{REPLY_QUEUE_PREFIX, STATUS_HEADER, TIMEOUT_HEADER},
 };
 use tokio::sync::Semaphore;
 
@@ -501,11 +501,9 @@ async fn unanswerable_requests_are_dead_lettered_when_the_queue_says_where() {
     server.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn with_publisher_confirms_a_request_the_broker_refuses_fails_at_once_with_rejected() {
-    // A queue that takes nothing: full at length 0, refusing new messages.
-    let queue = common::unique_queue("refusing");
-    let (connection, channel) = common::raw_channel().await;
+/// Declares a queue that takes nothing: full at length 0, refusing new
+/// messages (a publisher with confirms on gets a nack).
+async fn refusing_queue(channel: &lapin::Channel, queue: &str) {
     let mut arguments = common::expiring();
     arguments.insert("x-max-length".into(), AMQPValue::LongInt(0));
     arguments.insert(
@@ -513,9 +511,84 @@ async fn with_publisher_confirms_a_request_the_broker_refuses_fails_at_once_with
         AMQPValue::LongString("reject-publish".into()),
     );
     channel
-        .queue_declare(queue.as_str().into(), Default::default(), arguments)
+        .queue_declare(queue.into(), Default::default(), arguments)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_reply_to_a_resilient_clients_reply_queue_is_confirmed_before_its_request_is_acknowledged()
+ {
+    // The broker refuses the reply: the request is not counted answered
+    // but rejected, and not run again.
+    let reply_queue = format!("{REPLY_QUEUE_PREFIX}{}", uuid::Uuid::new_v4().simple());
+    let (connection, channel) = common::raw_channel().await;
+    refusing_queue(&channel, &reply_queue).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
+    let server = TestServer::start("reply_confirmed", gated(&gate, &runs)).await;
+    let properties = BasicProperties::default()
+        .with_reply_to(reply_queue.as_str().into())
+        .with_correlation_id("refused-reply".into());
+    common::publish(&channel, &server.queue, b"1", properties).await;
+    common::wait_until(
+        Duration::from_secs(10),
+        "the request whose reply was refused is dropped",
+        || async { server.stats.dropped() == 1 },
+    )
+    .await;
+    assert_eq!(server.stats.answered(), 0);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    common::wait_for_ready(&server.queue, 0, "nothing is requeued").await;
+    // The server serves on.
+    let client = common::client().await;
+    assert_eq!(client.call(&server.queue, "on").await.unwrap().text(), "on");
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    let _ = connection.close(200, "done".into()).await;
+    common::delete_queue(&reply_queue).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn confirm_replies_confirms_replies_to_every_queue() {
+    // A reply queue of the caller's own naming, refusing everything: by
+    // default its reply counts as answered once written (and the broker
+    // drops it); with confirm_replies the server learns it was refused.
+    let prefix = format!("{}.", common::unique_queue("own_replies"));
+    let reply_queue = format!("{prefix}refusing");
+    let (connection, channel) = common::raw_channel().await;
+    refusing_queue(&channel, &reply_queue).await;
+    for confirm in [false, true] {
+        let server = TestServer::start_with("confirm_replies", common::echo(), |b| {
+            b.allow_reply_to_prefix(&prefix).confirm_replies(confirm)
+        })
+        .await;
+        let properties = BasicProperties::default()
+            .with_reply_to(reply_queue.as_str().into())
+            .with_correlation_id("own".into());
+        common::publish(&channel, &server.queue, b"1", properties).await;
+        common::wait_until(
+            Duration::from_secs(10),
+            "the request is settled",
+            || async { server.stats.answered() + server.stats.dropped() == 1 },
+        )
+        .await;
+        assert_eq!(
+            server.stats.dropped(),
+            u64::from(confirm),
+            "confirm {confirm}"
+        );
+        server.stop().await.unwrap();
+    }
+    let _ = connection.close(200, "done".into()).await;
+    common::delete_queue(&reply_queue).await;
+}
+
+#[tokio::test]
+async fn with_publisher_confirms_a_request_the_broker_refuses_fails_at_once_with_rejected() {
+    let queue = common::unique_queue("refusing");
+    let (connection, channel) = common::raw_channel().await;
+    refusing_queue(&channel, &queue).await;
     let client = Client::builder()
         .url(common::url())
         .publisher_confirms(true)

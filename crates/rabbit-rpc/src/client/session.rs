@@ -19,7 +19,7 @@ use crate::{
     Error, QueueArgument,
     protocol::{self, DIRECT_REPLY_TO, REPLY_QUEUE_PREFIX},
     transport::{
-        Channel, Connection, Consumer, Declaration,
+        CLOSE_TIMEOUT, Channel, Connection, Consumer, Declaration,
         link::{Backoff, Link},
     },
 };
@@ -215,7 +215,12 @@ async fn route_replies(
                 if let Some(acker) = acker {
                     // A reply not acknowledged comes back on the next
                     // connection, to be dropped as one nobody waits for.
-                    let _ = acker.ack().await;
+                    // Not awaited here: on a connection that has just died
+                    // lapin may never finish the ack, and this loop must go
+                    // on to see the consumer end (and the task must end too).
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, acker.ack()).await;
+                    });
                 }
             }
             Some(Err(error)) => break error.to_string(),

@@ -208,10 +208,12 @@ async fn stop(consuming: &mut Consuming, procedure: &Arc<Running>) {
     ) {
         return;
     }
+    // Bounded as a whole: nothing to race against.
+    let never = CancellationToken::new();
     let received_late = async {
         for consumer in std::iter::once(&mut consuming.consumer).chain(&mut consuming.retiring) {
             while let Some(Ok(delivery)) = consumer.next().await {
-                procedure.requeue(&delivery.acker).await;
+                procedure.requeue(&delivery.acker, &never).await;
             }
         }
     };

@@ -1,7 +1,7 @@
 //! One request's life on the server: checks before any work, the deadline,
 //! the handler (panics caught), the reply, then the acknowledgement.
 
-use std::{panic::AssertUnwindSafe, sync::Arc};
+use std::{future::Future, panic::AssertUnwindSafe, sync::Arc};
 
 use futures_util::FutureExt;
 use tokio::{sync::Semaphore, time::Instant};
@@ -13,12 +13,13 @@ use super::{
     handler::{ErasedHandler, Request, Response},
     queue::QueueSettings,
     reply_to::{RefusalLog, ReplyToPolicy},
+    session::Replies,
     stats::{Count, Counters},
 };
 use crate::{
     Code, Status,
     protocol::{self, ERROR_CONTENT_TYPE, MAX_CORRELATION_ID_LEN, MAX_DETAILS},
-    transport::{Acker, Channel, Delivery, Properties},
+    transport::{Acker, Confirmed, Delivery, Properties},
 };
 
 /// Error messages longer than this are cut: they are for people.
@@ -31,6 +32,10 @@ pub(super) struct Common {
     pub(super) refusals: RefusalLog,
     /// Cancelled when the server starts draining.
     pub(super) draining: CancellationToken,
+    /// Whether every request is acknowledged only once the broker has
+    /// confirmed its reply, not only those answered to a reply queue (see
+    /// [`Replies`]).
+    pub(super) confirm_replies: bool,
 }
 
 /// A procedure as the server runs it, for the server's whole life.
@@ -50,7 +55,7 @@ pub(super) struct Running {
 /// acknowledgements must use it.
 #[derive(Clone)]
 pub(super) struct Origin {
-    pub(super) replies: Channel,
+    pub(super) replies: Replies,
     pub(super) failure: Arc<Failure>,
     /// Cancelled when the connection is lost: its requests are back in the
     /// queue, so those not started yet must not run.
@@ -82,16 +87,17 @@ impl Running {
             return;
         }
         if permit.is_none() || draining.is_cancelled() {
-            self.requeue(&delivery.acker).await;
+            self.requeue(&delivery.acker, &origin.lost).await;
             return;
         }
         self.process(delivery, received, &origin).await;
         drop(permit);
     }
 
-    /// Hands a request not started back to the queue, for another server.
-    pub(super) async fn requeue(&self, acker: &Acker) {
-        match acker.nack(true).await {
+    /// Hands a request not started back to the queue, for another server
+    /// (unless `lost` says its connection is gone, which did it already).
+    pub(super) async fn requeue(&self, acker: &Acker, lost: &CancellationToken) {
+        match unless_lost(lost, acker.nack(true)).await {
             Ok(()) => self.counters.add(Count::Requeued),
             Err(error) => {
                 debug!(%error, "could not requeue a request; the broker requeues it when the channel closes")
@@ -118,20 +124,20 @@ impl Running {
             _ => {
                 warn!(queue = %self.queue, "dropping a request without reply_to: there is nowhere to answer");
                 self.counters.add(Count::Dropped);
-                reject(&acker).await;
+                reject(&acker, &origin.lost).await;
                 return;
             }
         };
         if reply_to == &*self.queue {
             warn!(queue = %self.queue, "dropping a request whose reply_to is the request queue itself: answering would loop");
             self.counters.add(Count::Dropped);
-            reject(&acker).await;
+            reject(&acker, &origin.lost).await;
             return;
         }
         if !self.common.reply_to.allows(reply_to) {
             self.common.refusals.refused(&self.queue, reply_to);
             self.counters.add(Count::Refused);
-            reject(&acker).await;
+            reject(&acker, &origin.lost).await;
             return;
         }
         // A timeout too large for the clock means no deadline.
@@ -140,7 +146,7 @@ impl Running {
         if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             debug!(queue = %self.queue, "skipping a request whose caller stopped waiting");
             self.counters.add(Count::Expired);
-            ack(&acker).await;
+            ack(&acker, &origin.lost).await;
             return;
         }
         let result = match self.check(&properties, &body) {
@@ -161,22 +167,46 @@ impl Running {
             answer.content_type.as_deref().or(properties.content_type()),
             answer.details.as_deref(),
         );
-        let published = origin
-            .replies
-            .publish(reply_to, false, &message, &answer.body)
-            .await;
-        match published {
-            Ok(_) => {
-                ack(&acker).await;
+        let channel = origin.replies.to(reply_to);
+        let published = unless_lost(
+            &origin.lost,
+            channel.publish(reply_to, false, &message, &answer.body),
+        )
+        .await;
+        // Without confirms the outcome is known at once.
+        let confirmed = match published {
+            Ok(confirm) => unless_lost(&origin.lost, async { Ok(confirm.outcome().await) })
+                .await
+                .unwrap_or(None),
+            Err(error) => {
+                // Not acknowledged: the server reconnects, closing this
+                // connection, and the broker hands the request out again.
+                origin.failure.raise(format!(
+                    "could not publish a reply on queue '{}': {error}",
+                    self.queue
+                ));
+                return;
+            }
+        };
+        match confirmed {
+            Some(Confirmed::Taken | Confirmed::Returned) => {
+                ack(&acker, &origin.lost).await;
                 self.counters.add(Count::Answered);
                 if failed {
                     self.counters.add(Count::Error);
                 }
             }
-            // Not acknowledged: the server reconnects, closing this
-            // connection, and the broker hands the request out again.
-            Err(error) => origin.failure.raise(format!(
-                "could not publish a reply on queue '{}': {error}",
+            // Said no for good (a full reply queue that rejects publishes):
+            // running the request again would get the same answer.
+            Some(Confirmed::Refused) => {
+                warn!(queue = %self.queue, %reply_to, "the broker refused the reply (is the reply queue full?); dropping the request");
+                self.counters.add(Count::Dropped);
+                reject(&acker, &origin.lost).await;
+            }
+            // The connection went before the broker said: the request goes
+            // back to the queue with it.
+            None => origin.failure.raise(format!(
+                "lost the connection before the broker confirmed a reply on queue '{}'",
                 self.queue
             )),
         }
@@ -311,17 +341,34 @@ fn truncated(text: &str, max: usize) -> Vec<u8> {
     text.as_bytes()[..end].to_vec()
 }
 
-async fn ack(acker: &Acker) {
-    if let Err(error) = acker.ack().await {
+async fn ack(acker: &Acker, lost: &CancellationToken) {
+    if let Err(error) = unless_lost(lost, acker.ack()).await {
         settle_failed("acknowledge", &error);
     }
 }
 
 /// Rejects without requeueing: the broker dead-letters the request if the
 /// queue has a dead-letter exchange, else drops it.
-async fn reject(acker: &Acker) {
-    if let Err(error) = acker.nack(false).await {
+async fn reject(acker: &Acker, lost: &CancellationToken) {
+    if let Err(error) = unless_lost(lost, acker.nack(false)).await {
         settle_failed("reject", &error);
+    }
+}
+
+/// `operation` on the broker, unless `lost` says the request's connection
+/// is gone first: lapin may never finish an operation on a connection that
+/// has died, and a request task must end (a drain waits for it). The
+/// broker hands the request out again either way.
+async fn unless_lost<T>(
+    lost: &CancellationToken,
+    operation: impl Future<Output = Result<T, crate::Error>>,
+) -> Result<T, crate::Error> {
+    tokio::select! {
+        biased;
+        result = operation => result,
+        () = lost.cancelled() => Err(crate::Error::ConnectionLost {
+            reason: "the connection the request came on is gone".to_owned(),
+        }),
     }
 }
 

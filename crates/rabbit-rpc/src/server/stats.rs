@@ -92,8 +92,9 @@ impl ServerStats {
         self.sum(|c| &c.expired)
     }
 
-    /// Requests that could not be answered (no `reply_to`, or a `reply_to`
-    /// that would loop) and were rejected without requeueing: dead-lettered
+    /// Requests that could not be answered (no `reply_to`, a `reply_to`
+    /// that would loop, or a reply the broker refused to take) and were
+    /// rejected without requeueing: dead-lettered
     /// when the queue has a dead-letter exchange, else dropped.
     pub fn dropped(&self) -> u64 {
         self.sum(|c| &c.dropped)
