@@ -362,6 +362,9 @@ async fn a_node_stop_under_load_costs_only_the_calls_in_flight_on_the_cut_connec
             outcome.describe()
         );
     }
+    if std::env::var_os("CLUSTER_TEST_LOGS").is_some() {
+        eprintln!("{logs}");
+    }
     eprintln!(
         "{} calls, {} answered, {} failed with a lost connection",
         outcomes.len(),

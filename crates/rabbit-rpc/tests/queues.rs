@@ -117,7 +117,13 @@ async fn join_beside_a_tutorial_server(test: &str, declaration: Declaration) {
         let _ = stopped.await;
     }));
     both_answer(&queue).await;
-    assert!(stats.answered() > 0);
+    // Counted once acknowledged, just after the reply went out.
+    common::wait_until(
+        Duration::from_secs(10),
+        "ours counts its answers",
+        || async { stats.answered() > 0 },
+    )
+    .await;
     let _ = stop.send(());
     ours.await.unwrap().unwrap();
     // Ours has left; theirs keeps serving the queue alone.

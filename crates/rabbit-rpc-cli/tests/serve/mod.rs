@@ -35,7 +35,11 @@ impl ServeProcess {
             .args(["serve", service, "--queue", queue])
             .args(extra)
             .env("AMQP_URL", crate::common::url())
-            .env("RUST_LOG", "info")
+            // SERVE_RUST_LOG=debug to see more of what servers do.
+            .env(
+                "RUST_LOG",
+                std::env::var("SERVE_RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -58,6 +58,7 @@ pub(super) async fn serve_session(
 ) -> Ended {
     let origin = Origin {
         replies: session.replies.clone(),
+        callers: session.callers.clone(),
         failure: Arc::new(Failure::default()),
         lost: CancellationToken::new(),
     };

@@ -8,9 +8,11 @@
 //! - [`request`]: one request's life;
 //! - [`handler`], [`context`], [`procedure`]: what users write;
 //! - [`queue`], [`reply_to`], [`stats`]: which queue, where replies may go,
-//!   what was done.
+//!   what was done;
+//! - [`callers`]: whether a caller is still there, after a lost connection.
 
 mod builder;
+mod callers;
 mod context;
 mod dispatch;
 mod handler;
@@ -209,6 +211,7 @@ impl Server {
                 return Ok(());
             };
             session = fresh;
+            session.callers = Some(Arc::new(callers::Callers::new(&settings.link)));
             stats.reconnected();
             reconnected(&session, procedures);
         }

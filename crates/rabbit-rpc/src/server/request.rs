@@ -10,6 +10,7 @@ use tracing::{debug, error, warn};
 
 use super::{
     Context, Failure,
+    callers::Callers,
     handler::{ErasedHandler, Request, Response},
     queue::QueueSettings,
     reply_to::{RefusalLog, ReplyToPolicy},
@@ -56,6 +57,8 @@ pub(super) struct Running {
 #[derive(Clone)]
 pub(super) struct Origin {
     pub(super) replies: Replies,
+    /// Set after a lost connection (see [`Callers`]).
+    pub(super) callers: Option<Arc<Callers>>,
     pub(super) failure: Arc<Failure>,
     /// Cancelled when the connection is lost: its requests are back in the
     /// queue, so those not started yet must not run.
@@ -145,6 +148,15 @@ impl Running {
             .and_then(|timeout| received.checked_add(timeout));
         if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             debug!(queue = %self.queue, "skipping a request whose caller stopped waiting");
+            self.counters.add(Count::Expired);
+            ack(&acker, &origin.lost).await;
+            return;
+        }
+        if let Some(callers) = &origin.callers
+            && callers.gone(reply_to).await
+        {
+            // Answering would reach no one, and on some RabbitMQ versions
+            // costs the connection (see `Callers`).
             self.counters.add(Count::Expired);
             ack(&acker, &origin.lost).await;
             return;

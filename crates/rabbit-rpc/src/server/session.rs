@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{queue, queue::QueueOrigin, request::Running};
+use super::{callers::Callers, queue, queue::QueueOrigin, request::Running};
 use crate::{
     Error, protocol,
     transport::{Channel, Connection, Consumer},
@@ -73,6 +73,9 @@ pub(super) struct Session {
     /// Taking one request at a time (prefetch 1), after a request this
     /// server could not parse (see [`dispatch`](super::dispatch)).
     pub(super) degraded: bool,
+    /// After a lost connection: asks whether a caller is still there before
+    /// running its request (see [`callers`](super::callers)).
+    pub(super) callers: Option<Arc<Callers>>,
 }
 
 impl Session {
@@ -105,6 +108,7 @@ impl Session {
             replies,
             consuming,
             degraded,
+            callers: None,
         })
     }
 

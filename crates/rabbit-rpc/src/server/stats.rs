@@ -87,7 +87,9 @@ impl ServerStats {
     }
 
     /// Requests acknowledged without running the handler because their
-    /// caller's deadline had passed.
+    /// caller's deadline had passed, or because their caller was gone
+    /// (asked after a lost connection: its direct reply-to address no
+    /// longer had a consumer).
     pub fn expired(&self) -> u64 {
         self.sum(|c| &c.expired)
     }

@@ -88,6 +88,15 @@ impl Link {
         }
     }
 
+    /// The same link, with `suffix` added to the connections' name.
+    pub(crate) fn renamed(&self, suffix: &str) -> Link {
+        Link::new(
+            self.target.clone(),
+            format!("{}{suffix}", self.name),
+            self.connect_timeout,
+        )
+    }
+
     /// Connects once: to the first broker that answers, starting with the
     /// one that worked last.
     ///

@@ -168,6 +168,16 @@ impl State {
 
     pub(super) fn probe(&mut self, connection: u64, queue: &str) -> Result<QueueState, Error> {
         self.open(connection)?;
+        // A direct reply-to address "exists" while its consumer does.
+        if let Some(token) = queue.strip_prefix(&format!("{DIRECT_REPLY_TO}.")) {
+            return Ok(match self.direct.contains_key(token) {
+                true => QueueState::Exists {
+                    messages: 0,
+                    consumers: 1,
+                },
+                false => QueueState::Missing,
+            });
+        }
         let now = Instant::now();
         Ok(match self.queues.get_mut(queue) {
             None => QueueState::Missing,
