@@ -10,7 +10,10 @@
 //! ```
 //! `bench` prints one JSON line with the same keys as `rabbit-rpc bench --json`.
 //! `serve` declares QUEUE durable, of the type in env `QUEUE_TYPE` (`classic`,
-//! the default, or `quorum`), as `rabbit-rpc serve --queue-type` does.
+//! the default, or `quorum`), as `rabbit-rpc serve --queue-type` does. With
+//! env `RAW_BATCH_ACKS` set it acknowledges in batches (`multiple`, up to the
+//! highest delivery tag below which every request is answered), to measure
+//! what batching would give (`bench/batch_acks.py`).
 
 use std::{collections::HashMap, time::Instant};
 
@@ -94,9 +97,36 @@ async fn serve(url: &str, queue: &str, prefetch: u16) -> Result<()> {
         )
         .await?;
     eprintln!("raw-lapin serving {queue}");
+    // Answered delivery tags, acknowledged in batches by one task.
+    let batch = std::env::var_os("RAW_BATCH_ACKS").is_some();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    if batch {
+        let channel = requests.clone();
+        tokio::spawn(async move {
+            let mut next = 1u64;
+            let mut finished = std::collections::BTreeSet::new();
+            while let Some(tag) = done_rx.recv().await {
+                finished.insert(tag);
+                while let Ok(tag) = done_rx.try_recv() {
+                    finished.insert(tag);
+                }
+                let mut last = None;
+                while finished.remove(&next) {
+                    last = Some(next);
+                    next += 1;
+                }
+                if let Some(last) = last {
+                    let _ = channel
+                        .basic_ack(last.into(), BasicAckOptions { multiple: true })
+                        .await;
+                }
+            }
+        });
+    }
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery?;
         let replies = replies.clone();
+        let done = done_tx.clone();
         tokio::spawn(async move {
             let (Some(reply_to), Some(id)) = (
                 delivery.properties.reply_to().clone(),
@@ -116,7 +146,11 @@ async fn serve(url: &str, queue: &str, prefetch: u16) -> Result<()> {
                     properties,
                 )
                 .await;
-            let _ = delivery.ack(BasicAckOptions::default()).await;
+            if batch {
+                let _ = done.send(delivery.delivery_tag);
+            } else {
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+            }
         });
     }
     Ok(())
