@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test against a real local RabbitMQ (started or installed first
-# if needed).
+# if needed). The cluster tests start a 3-node cluster beside it
+# (scripts/cluster.sh up); if it was not already running, it is removed
+# again at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-rabbitmq.sh
+if scripts/cluster.sh status 2>/dev/null | grep -qv "running, AMQP"; then
+    trap 'scripts/cluster.sh down >/dev/null 2>&1 || true' EXIT
+fi
 cargo test --workspace --locked
