@@ -117,7 +117,7 @@ async fn serve(url: &str, queue: &str, prefetch: u16) -> Result<()> {
                 }
                 if let Some(last) = last {
                     let _ = channel
-                        .basic_ack(last.into(), BasicAckOptions { multiple: true })
+                        .basic_ack(last, BasicAckOptions { multiple: true })
                         .await;
                 }
             }
