@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-rabbitmq.sh
-if scripts/cluster.sh status 2>/dev/null | grep -qv "running, AMQP"; then
+cluster=$(scripts/cluster.sh status 2>/dev/null || true)
+if [ "$(grep -c "running, AMQP" <<<"$cluster")" -ne 3 ]; then
     trap 'scripts/cluster.sh down >/dev/null 2>&1 || true' EXIT
 fi
 cargo test --workspace --locked
