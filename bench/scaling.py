@@ -48,6 +48,14 @@ class Scenario:
         self.queues = [f"bench.scaling.{i}.{tag}" for i in range(shards)]
         self.node0 = declare_on == 0
         self.processes = []
+        try:
+            self.start(declare_on, queue_type, servers)
+        except BaseException:
+            self.stop()
+            raise
+        self.clients = clients
+
+    def start(self, declare_on, queue_type, servers):
         for queue in self.queues:
             # Declared from `declare_on` (the raw peer declares and leaves it
             # there), so that its leader, or a classic queue, lives there.
@@ -57,7 +65,6 @@ class Scenario:
                 self.processes.append(run.Server(
                     [run.OURS, "--url", url(node), "serve", "fib", "--queue", queue],
                     "serving fib on queue", {"RUST_LOG": "info"}))
-        self.clients = clients
 
     def bench(self, calls):
         results = [None] * len(self.clients)

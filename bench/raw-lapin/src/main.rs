@@ -132,7 +132,11 @@ async fn serve(url: &str, queue: &str, prefetch: u16) -> Result<()> {
                 delivery.properties.reply_to().clone(),
                 delivery.properties.correlation_id().clone(),
             ) else {
-                let _ = delivery.ack(BasicAckOptions::default()).await;
+                if batch {
+                    let _ = done.send(delivery.delivery_tag);
+                } else {
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                }
                 return;
             };
             let body = answer(&delivery.data);

@@ -257,10 +257,10 @@ pub struct ServerArgs {
     pub allow_any_reply_to: bool,
 
     /// Acknowledge every request only once the broker has confirmed its
-    /// reply, not only those answered to a resilient caller's reply queue
-    /// (always confirmed): if this server's broker node stops between a
-    /// reply and its acknowledgement, the request goes to another server
-    /// instead of its reply being lost. Costs about a fifth of the
+    /// reply, not only those answered to a rabbit-rpc client's reply queue
+    /// (rabbit-rpc.reply.…, always confirmed): if this server's broker node
+    /// stops between a reply and its acknowledgement, the request goes to
+    /// another server instead of its reply being lost. Costs about a fifth of the
     /// throughput at 200 calls in flight.
     #[arg(long)]
     pub confirm_replies: bool,

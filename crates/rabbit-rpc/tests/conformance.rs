@@ -902,5 +902,13 @@ async fn after_a_lost_connection_a_server_skips_requests_whose_caller_is_gone(br
         3,
         "first (twice: cut while running) and second, not the abandoned one"
     );
+    let asking = format!("{server_name} (caller check)");
+    assert_eq!(broker.connections_named(&asking).await, 1);
     server.stop().await.unwrap();
+    common::wait_until(
+        Duration::from_secs(10),
+        "the caller check's connection is closed with the server's",
+        || async { broker.connections_named(&asking).await == 0 },
+    )
+    .await;
 }

@@ -541,14 +541,16 @@ async fn a_reply_to_a_resilient_clients_reply_queue_is_confirmed_before_its_requ
     .await;
     assert_eq!(server.stats.answered(), 0);
     assert_eq!(runs.load(Ordering::SeqCst), 1);
-    common::wait_for_ready(&server.queue, 0, "nothing is requeued").await;
     // The server serves on.
     let client = common::client().await;
     assert_eq!(client.call(&server.queue, "on").await.unwrap().text(), "on");
-    assert_eq!(runs.load(Ordering::SeqCst), 2);
     let _ = connection.close(200, "done".into()).await;
     common::delete_queue(&reply_queue).await;
+    let stats = server.stats.clone();
     server.stop().await.unwrap();
+    // Nothing was requeued: the refused request ran once.
+    assert_eq!((stats.requeued(), stats.redelivered()), (0, 0));
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]

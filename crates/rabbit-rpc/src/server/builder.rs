@@ -282,9 +282,10 @@ impl ServerBuilder {
     /// Whether every request is acknowledged only once the broker has
     /// confirmed its reply (publisher confirms). Default: false.
     ///
-    /// A reply to a resilient client's reply queue (`rabbit-rpc.reply.…`,
-    /// see [`ReplyQueue::Resilient`](crate::ReplyQueue::Resilient)) is
-    /// always confirmed first: that queue outlives the caller's connection,
+    /// A reply to a rabbit-rpc client's reply queue (`rabbit-rpc.reply.…`:
+    /// [`ReplyQueue::Resilient`](crate::ReplyQueue::Resilient), and
+    /// `ReplyQueue::Exclusive`, whose queues share the prefix) is always
+    /// confirmed first: a resilient client's queue outlives its connection,
     /// so a confirmed reply reaches the caller even after it reconnects to
     /// another node, and an unconfirmed one leaves its request to another
     /// server. Other replies (direct reply-to, `amq.gen-…` queues) die with

@@ -14,7 +14,10 @@
 //!
 //! The first session does not ask (it would cost a round trip per new
 //! caller on every healthy server); a session after a lost connection asks
-//! once per direct reply-to address and remembers the answer.
+//! once per direct reply-to address and remembers the answer for the rest
+//! of the session, also when the broker could not say (the request then
+//! runs as usual, as it would without the check). Questions are asked one
+//! at a time, each bounded.
 
 use std::collections::HashMap;
 
@@ -23,12 +26,16 @@ use tracing::{debug, warn};
 
 use crate::{
     protocol::DIRECT_REPLY_TO,
-    transport::{CLOSE_TIMEOUT, Connection, QueueState, link::Link},
+    transport::{CLOSE_TIMEOUT, Connection, ReplyAddress, link::Link},
 };
 
 /// Answers remembered per session, at most: a bound on memory, not a cache
 /// policy (it starts afresh when full).
 const REMEMBERED: usize = 10_000;
+
+/// How many times the broker may crash answering about one address, on a
+/// connection opened for the question, before its caller counts as gone.
+const CRASHES: usize = 2;
 
 /// Asks the broker whether callers are still there, for one session.
 #[derive(Debug)]
@@ -68,9 +75,7 @@ impl Callers {
         if let Some(gone) = self.remembered(reply_to) {
             return gone;
         }
-        let Some(gone) = self.ask(&mut asking, reply_to).await else {
-            return false;
-        };
+        let gone = self.ask(&mut asking, reply_to).await.unwrap_or(false);
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         if known.len() >= REMEMBERED {
             known.clear();
@@ -79,43 +84,67 @@ impl Callers {
         gone
     }
 
+    /// Closes the connection questions are asked on, if it is open and not
+    /// in use (a question in progress drops it when it ends).
+    pub(super) async fn close(&self) {
+        let connection = match self.asking.try_lock() {
+            Ok(mut asking) => asking.take(),
+            Err(_) => None,
+        };
+        if let Some(connection) = connection {
+            let _ = connection.close("caller check done").await;
+        }
+    }
+
     fn remembered(&self, reply_to: &str) -> Option<bool> {
         let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         known.get(reply_to).copied()
     }
 
-    /// Asks the broker, on a connection of its own. A question that
-    /// costs the connection twice is about an address on a node that is
-    /// down (see the module's docs). `None` when the broker cannot be asked.
+    /// Asks the broker, on a connection of its own. Only the broker closing
+    /// a connection opened for this question with `INTERNAL_ERROR`, twice,
+    /// counts as the caller being gone that way (see the module's docs); a
+    /// kept connection that fails is replaced without counting. `None` when
+    /// the broker cannot say.
     async fn ask(&self, asking: &mut Option<Connection>, reply_to: &str) -> Option<bool> {
-        for _attempt in 0..2 {
-            let connection = match asking.take() {
-                Some(connection) => connection,
+        let mut crashes = 0;
+        loop {
+            let (connection, fresh) = match asking.take() {
+                Some(connection) => (connection, false),
                 None => match self.link.connect().await {
-                    Ok(connection) => connection,
+                    Ok(connection) => (connection, true),
                     Err(error) => {
                         debug!(%error, "cannot ask whether a caller is still there; answering its request as usual");
                         return None;
                     }
                 },
             };
-            let state = tokio::time::timeout(CLOSE_TIMEOUT, connection.probe(reply_to)).await;
-            match state {
-                Ok(Ok(QueueState::Exists { .. })) => {
+            let answer =
+                tokio::time::timeout(CLOSE_TIMEOUT, connection.reply_address(reply_to)).await;
+            match answer {
+                Ok(Ok(ReplyAddress::Live)) => {
                     *asking = Some(connection);
                     return Some(false);
                 }
-                Ok(Ok(QueueState::Missing)) => {
+                Ok(Ok(ReplyAddress::Gone)) => {
                     *asking = Some(connection);
                     debug!(%reply_to, "the caller is gone; its requests are not run");
                     return Some(true);
                 }
-                Ok(Err(error)) if error.is_connection_lost() => {
-                    debug!(%error, %reply_to, "asking whether a caller is still there cost the connection");
+                // On a kept connection, which may have failed for another
+                // reason: ask again on a new one, without counting.
+                Ok(Ok(ReplyAddress::Crashed)) => {
+                    if fresh {
+                        crashes += 1;
+                        debug!(%reply_to, crashes, "asking whether a caller is still there crashed the broker's channel");
+                        if crashes == CRASHES {
+                            break;
+                        }
+                    }
                 }
+                Ok(Err(_)) if !fresh => {}
                 Ok(Err(error)) => {
                     debug!(%error, "cannot ask whether a caller is still there; answering its request as usual");
-                    *asking = Some(connection);
                     return None;
                 }
                 Err(_) => {
@@ -128,7 +157,7 @@ impl Callers {
         }
         warn!(
             %reply_to,
-            "asking the broker about this direct reply-to address closed the connection twice: \
+            "asking the broker about this direct reply-to address crashed the connection twice: \
              its caller's node is down (RabbitMQ before 3.10.12 and 3.11.4 crashes a channel \
              that publishes there), so its requests are not run; upgrading RabbitMQ fixes the crash"
         );

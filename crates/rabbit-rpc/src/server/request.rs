@@ -143,20 +143,27 @@ impl Running {
             reject(&acker, &origin.lost).await;
             return;
         }
-        // A timeout too large for the clock means no deadline.
+        if let Some(callers) = &origin.callers {
+            let gone = tokio::select! {
+                biased;
+                gone = callers.gone(reply_to) => gone,
+                // The request is back in the queue with its connection.
+                () = origin.lost.cancelled() => return,
+            };
+            if gone {
+                // Answering would reach no one, and on some RabbitMQ
+                // versions costs the connection (see `Callers`).
+                self.counters.add(Count::Expired);
+                ack(&acker, &origin.lost).await;
+                return;
+            }
+        }
+        // A timeout too large for the clock means no deadline. Checked
+        // after the caller check, which may have taken a while.
         let deadline = protocol::request_timeout(&properties)
             .and_then(|timeout| received.checked_add(timeout));
         if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             debug!(queue = %self.queue, "skipping a request whose caller stopped waiting");
-            self.counters.add(Count::Expired);
-            ack(&acker, &origin.lost).await;
-            return;
-        }
-        if let Some(callers) = &origin.callers
-            && callers.gone(reply_to).await
-        {
-            // Answering would reach no one, and on some RabbitMQ versions
-            // costs the connection (see `Callers`).
             self.counters.add(Count::Expired);
             ack(&acker, &origin.lost).await;
             return;
@@ -208,10 +215,13 @@ impl Running {
                     self.counters.add(Count::Error);
                 }
             }
-            // Said no for good (a full reply queue that rejects publishes):
-            // running the request again would get the same answer.
+            // The broker said no: most often a full reply queue that
+            // rejects publishes, where running the request again would get
+            // the same answer, so it is not requeued. (A reply queue that
+            // is briefly unavailable says no too; its caller then times
+            // out.)
             Some(Confirmed::Refused) => {
-                warn!(queue = %self.queue, %reply_to, "the broker refused the reply (is the reply queue full?); dropping the request");
+                warn!(queue = %self.queue, %reply_to, "the broker refused the reply (is the reply queue full or unavailable?); dropping the request");
                 self.counters.add(Count::Dropped);
                 reject(&acker, &origin.lost).await;
             }

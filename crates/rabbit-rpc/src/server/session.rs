@@ -113,8 +113,11 @@ impl Session {
     }
 
     /// Closes the connection, which hands every unacknowledged request on it
-    /// back to its queue; bounded.
+    /// back to its queue, and the caller check's; bounded.
     pub(super) async fn close(&self, why: &str) {
         let _ = self.connection.close(why).await;
+        if let Some(callers) = &self.callers {
+            callers.close().await;
+        }
     }
 }

@@ -16,7 +16,7 @@ use lapin::{
 
 use super::{
     Acker, CLOSE_TIMEOUT, Confirm, Confirmed, Declaration, Delivery, Header, HeaderValue, Outgoing,
-    Properties, QueueArgument, QueueState, Returned,
+    Properties, QueueArgument, QueueState, ReplyAddress, Returned,
     url::{BrokerUrl, Endpoints},
 };
 use crate::Error;
@@ -89,6 +89,27 @@ impl Connection {
             // The 404 closed the throwaway channel; nothing else to do.
             Err(error) if amqp_code(&error) == Some(404) => Ok(QueueState::Missing),
             Err(error) => Err(declare_error(queue.as_str(), &error)),
+        }
+    }
+
+    pub(crate) async fn reply_address(&self, address: &str) -> Result<ReplyAddress, Error> {
+        let channel = self.channel().await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let name = queue_name(address)?;
+        match channel
+            .queue_declare(name, passive, FieldTable::default())
+            .await
+        {
+            Ok(_) => {
+                let _ = channel.close(200, "asked".into()).await;
+                Ok(ReplyAddress::Live)
+            }
+            Err(error) if amqp_code(&error) == Some(404) => Ok(ReplyAddress::Gone),
+            Err(error) if amqp_code(&error) == Some(541) => Ok(ReplyAddress::Crashed),
+            Err(error) => Err(Error::from_lapin(error)),
         }
     }
 

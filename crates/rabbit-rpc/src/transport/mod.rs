@@ -71,6 +71,17 @@ impl Connection {
         }
     }
 
+    /// Whether the direct reply-to `address` (as the broker rewrote
+    /// `amq.rabbitmq.reply-to`) still has its consumer: a passive declare of
+    /// it, on a throwaway channel.
+    pub(crate) async fn reply_address(&self, address: &str) -> Result<ReplyAddress, Error> {
+        match self {
+            Connection::Amqp(connection) => connection.reply_address(address).await,
+            #[cfg(feature = "test-util")]
+            Connection::Memory(connection) => connection.reply_address(address),
+        }
+    }
+
     /// Where this connection goes, for logs (no password).
     pub(crate) fn peer(&self) -> String {
         match self {
@@ -99,6 +110,19 @@ impl Connection {
 pub(crate) enum QueueState {
     Missing,
     Exists { messages: u32, consumers: u32 },
+}
+
+/// What the broker says of a direct reply-to address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReplyAddress {
+    /// Its consumer is there.
+    Live,
+    /// Its consumer is gone: a reply would be dropped.
+    Gone,
+    /// The broker closed the connection with `INTERNAL_ERROR` instead of
+    /// answering: RabbitMQ 3.10.0-3.10.11 and 3.11.0-3.11.3 do that for an
+    /// address on a node that is down (see `server::callers`).
+    Crashed,
 }
 
 /// A channel: where queues are declared and messages published and

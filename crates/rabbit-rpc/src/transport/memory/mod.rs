@@ -36,7 +36,8 @@ use tokio::sync::mpsc;
 pub(crate) use state::Settle;
 
 use super::{
-    Confirm, Confirmed, Declaration, Delivery, Header, HeaderValue, Outgoing, QueueState, Returned,
+    Confirm, Confirmed, Declaration, Delivery, Header, HeaderValue, Outgoing, QueueState,
+    ReplyAddress, Returned,
 };
 use crate::Error;
 use state::State;
@@ -234,6 +235,13 @@ impl Connection {
 
     pub(crate) fn probe(&self, queue: &str) -> Result<QueueState, Error> {
         self.guard.broker.lock().probe(self.guard.id, queue)
+    }
+
+    pub(crate) fn reply_address(&self, address: &str) -> Result<ReplyAddress, Error> {
+        self.guard
+            .broker
+            .lock()
+            .reply_address(self.guard.id, address)
     }
 
     pub(crate) fn close(&self, reason: &str) {

@@ -13,7 +13,9 @@ use tokio::{sync::mpsc, time::Instant};
 use super::{Acker, Stored};
 use crate::{
     Error,
-    transport::{Declaration, Delivery, Properties, QueueArgument, QueueState, Returned},
+    transport::{
+        Declaration, Delivery, Properties, QueueArgument, QueueState, ReplyAddress, Returned,
+    },
 };
 
 /// The direct reply-to pseudo-queue, and the prefix of the addresses the
@@ -168,16 +170,6 @@ impl State {
 
     pub(super) fn probe(&mut self, connection: u64, queue: &str) -> Result<QueueState, Error> {
         self.open(connection)?;
-        // A direct reply-to address "exists" while its consumer does.
-        if let Some(token) = queue.strip_prefix(&format!("{DIRECT_REPLY_TO}.")) {
-            return Ok(match self.direct.contains_key(token) {
-                true => QueueState::Exists {
-                    messages: 0,
-                    consumers: 1,
-                },
-                false => QueueState::Missing,
-            });
-        }
         let now = Instant::now();
         Ok(match self.queues.get_mut(queue) {
             None => QueueState::Missing,
@@ -188,6 +180,22 @@ impl State {
                     consumers: u32::try_from(queue.consumers.len()).unwrap_or(u32::MAX),
                 }
             }
+        })
+    }
+
+    /// Whether the direct reply-to `address` still has its consumer.
+    pub(super) fn reply_address(
+        &mut self,
+        connection: u64,
+        address: &str,
+    ) -> Result<ReplyAddress, Error> {
+        self.open(connection)?;
+        let token = address
+            .strip_prefix(&format!("{DIRECT_REPLY_TO}."))
+            .unwrap_or_default();
+        Ok(match self.direct.contains_key(token) {
+            true => ReplyAddress::Live,
+            false => ReplyAddress::Gone,
         })
     }
 
