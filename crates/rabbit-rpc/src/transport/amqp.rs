@@ -69,48 +69,44 @@ impl Connection {
     }
 
     pub(crate) async fn probe(&self, queue: &str) -> Result<QueueState, Error> {
-        let channel = self.channel().await?;
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        let queue = queue_name(queue)?;
-        match channel
-            .queue_declare(queue.clone(), passive, FieldTable::default())
-            .await
-        {
-            Ok(declared) => {
-                let _ = channel.close(200, "probe done".into()).await;
-                Ok(QueueState::Exists {
-                    messages: declared.message_count(),
-                    consumers: declared.consumer_count(),
-                })
-            }
-            // The 404 closed the throwaway channel; nothing else to do.
+        match self.passive_declare(queue).await? {
+            Ok(declared) => Ok(QueueState::Exists {
+                messages: declared.message_count(),
+                consumers: declared.consumer_count(),
+            }),
             Err(error) if amqp_code(&error) == Some(404) => Ok(QueueState::Missing),
-            Err(error) => Err(declare_error(queue.as_str(), &error)),
+            Err(error) => Err(declare_error(queue, &error)),
         }
     }
 
     pub(crate) async fn reply_address(&self, address: &str) -> Result<ReplyAddress, Error> {
+        match self.passive_declare(address).await? {
+            Ok(_) => Ok(ReplyAddress::Live),
+            Err(error) if amqp_code(&error) == Some(404) => Ok(ReplyAddress::Gone),
+            Err(error) if amqp_code(&error) == Some(541) => Ok(ReplyAddress::Crashed),
+            Err(error) => Err(Error::from_lapin(error)),
+        }
+    }
+
+    /// A passive declare of `queue` on a throwaway channel: closed after a
+    /// yes, and closed by the broker with any no. The outer error is about
+    /// asking at all (no channel, a name too long).
+    async fn passive_declare(
+        &self,
+        queue: &str,
+    ) -> Result<Result<lapin::Queue, lapin::Error>, Error> {
         let channel = self.channel().await?;
         let passive = QueueDeclareOptions {
             passive: true,
             ..QueueDeclareOptions::default()
         };
-        let name = queue_name(address)?;
-        match channel
-            .queue_declare(name, passive, FieldTable::default())
-            .await
-        {
-            Ok(_) => {
-                let _ = channel.close(200, "asked".into()).await;
-                Ok(ReplyAddress::Live)
-            }
-            Err(error) if amqp_code(&error) == Some(404) => Ok(ReplyAddress::Gone),
-            Err(error) if amqp_code(&error) == Some(541) => Ok(ReplyAddress::Crashed),
-            Err(error) => Err(Error::from_lapin(error)),
+        let declared = channel
+            .queue_declare(queue_name(queue)?, passive, FieldTable::default())
+            .await;
+        if declared.is_ok() {
+            let _ = channel.close(200, "asked".into()).await;
         }
+        Ok(declared)
     }
 
     pub(crate) async fn close(&self, reason: &str) -> Result<(), Error> {
