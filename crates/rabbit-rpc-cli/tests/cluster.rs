@@ -52,20 +52,9 @@ fn script() -> std::path::PathBuf {
 
 /// `scripts/cluster.sh ARGS`, failing the test if it fails.
 async fn cluster(args: &[&str]) {
-    let run = tokio::process::Command::new(script())
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(180), run)
-        .await
-        .unwrap_or_else(|_| panic!("scripts/cluster.sh {args:?} hung"))
-        .expect("run scripts/cluster.sh");
-    assert!(
-        output.status.success(),
-        "scripts/cluster.sh {args:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let script = script();
+    let script = script.to_str().expect("a UTF-8 path");
+    common::run_checked(script, args, Duration::from_secs(180)).await;
 }
 
 /// Every node's URL, node `first` (1-based) first.

@@ -237,18 +237,24 @@ pub fn rabbitmqctl_command() -> String {
 /// Runs `rabbitmqctl ARGS` and returns its stdout; fails the test if it
 /// fails or takes over a minute.
 pub async fn rabbitmqctl(args: &[&str]) -> String {
-    let run = tokio::process::Command::new(rabbitmqctl_command())
+    run_checked(&rabbitmqctl_command(), args, Duration::from_secs(60)).await
+}
+
+/// Runs `program ARGS` and returns its stdout; fails the test if it fails
+/// or takes longer than `limit` (and then kills it).
+pub async fn run_checked(program: &str, args: &[&str], limit: Duration) -> String {
+    let run = tokio::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output();
-    let output = tokio::time::timeout(Duration::from_secs(60), run)
+    let output = tokio::time::timeout(limit, run)
         .await
-        .unwrap_or_else(|_| panic!("rabbitmqctl {args:?} hung"))
-        .expect("run rabbitmqctl");
+        .unwrap_or_else(|_| panic!("{program} {args:?} hung"))
+        .unwrap_or_else(|error| panic!("run {program}: {error}"));
     assert!(
         output.status.success(),
-        "rabbitmqctl {args:?} failed with {}: {}{}",
+        "{program} {args:?} failed with {}: {}{}",
         output.status,
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
