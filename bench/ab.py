@@ -45,29 +45,20 @@ def main():
     servers = [run.ours_server(queues["this"], queue_type=args.queue_type,
                                serve_options=args.serve_options.split()),
                run.ours_server(queues["base"], queue_type=args.queue_type, binary=base)]
-    rows = []
     try:
-        for i in range(args.rounds):
-            order = ["this", "base"] if i % 2 == 0 else ["base", "this"]
-            result = {}
-            for which in order:
-                this = which == "this"
-                result[which] = run.ours_client(
-                    queues[which], args.calls, args.inflight,
-                    extra=args.bench_options.split() if this else (),
-                    binary=None if this else base)
-            rows.append(result)
-            run.say(f"round {i + 1}: " + ", ".join(
-                f"{name} {result[key]['rps']:.0f} calls/s p50 {result[key]['p50_ms']:.3f} ms "
-                f"broker {result[key].get('broker_us_per_call', 0):.1f} µs/call"
-                for key, name in [("this", "this"), ("base", args.rev)]))
+        results = run.rounds(args.rounds, [
+            ("this", lambda: run.ours_client(queues["this"], args.calls, args.inflight,
+                                             extra=args.bench_options.split())),
+            ("base", lambda: run.ours_client(queues["base"], args.calls, args.inflight,
+                                             binary=base))])
     finally:
         for server in servers:
             server.stop()
         for queue in queues.values():
             subprocess.run(["rabbitmqctl", "-q", "delete_queue", queue], capture_output=True)
-    rps = [r["this"]["rps"] / r["base"]["rps"] for r in rows]
-    p50 = [r["this"]["p50_ms"] / r["base"]["p50_ms"] for r in rows]
+    pairs = list(zip(results["this"], results["base"]))
+    rps = [this["rps"] / base["rps"] for this, base in pairs]
+    p50 = [this["p50_ms"] / base["p50_ms"] for this, base in pairs]
     options = "".join(f" --{name.replace('_', '-')}={value}" for name, value in
                       [("queue_type", args.queue_type), ("serve_options", args.serve_options),
                        ("bench_options", args.bench_options)] if value and value != "classic")
@@ -76,8 +67,8 @@ def main():
     print("throughput this/base per round: " + " ".join(f"{x:.2f}" for x in rps))
     print(f"median {statistics.median(rps):.3f}×; p50 this/base median "
           f"{statistics.median(p50):.3f}×")
-    broker = {key: [r[key]["broker_us_per_call"] for r in rows if "broker_us_per_call" in r[key]]
-              for key in ("this", "base")}
+    broker = {key: [r["broker_us_per_call"] for r in rs if "broker_us_per_call" in r]
+              for key, rs in results.items()}
     if broker["this"] and broker["base"]:
         print(f"broker CPU per call, median: this {statistics.median(broker['this']):.1f} µs, "
               f"base {statistics.median(broker['base']):.1f} µs")

@@ -31,13 +31,10 @@ def main():
                           {"AMQP_URL": run.URL, "QUEUE_TYPE": args.queue_type,
                            **({"RAW_BATCH_ACKS": "1"} if side == "batched" else {})}, queue)
                for side, queue in queues.items()]
-    results = {side: [] for side in queues}
     try:
-        for i in range(args.rounds):
-            for side in (["plain", "batched"] if i % 2 == 0 else ["batched", "plain"]):
-                results[side].append(run.raw_client(queues[side], 40000, 200))
-            run.say(f"round {i + 1}: batched/plain "
-                    f"{results['batched'][-1]['rps'] / results['plain'][-1]['rps']:.2f}")
+        results = run.rounds(args.rounds, [
+            (side, lambda queue=queue: run.raw_client(queue, 40000, 200))
+            for side, queue in queues.items()])
     finally:
         for server in servers:
             server.stop()

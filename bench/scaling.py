@@ -83,7 +83,8 @@ class Scenario:
         if any(r is None for r in results):
             raise RuntimeError(f"{self.name}: a bench failed")
         return {"rps": sum(r["rps"] for r in results),
-                "p50_ms": statistics.median(r["p50_ms"] for r in results)}
+                "p50_ms": statistics.median(r["p50_ms"] for r in results),
+                "p99_ms": max(r["p99_ms"] for r in results)}
 
     def stop(self):
         for process in self.processes:
@@ -126,13 +127,8 @@ def main():
                 scenario.queues += second.queues
                 scenario.processes += second.processes
                 scenarios.append(scenario)
-        results = {s.name: [] for s in scenarios}
-        for i in range(args.rounds):
-            run.say(f"round {i + 1}/{args.rounds}")
-            for scenario in (scenarios if i % 2 == 0 else scenarios[::-1]):
-                r = scenario.bench(args.calls)
-                results[scenario.name].append(r)
-                run.say(f"  {scenario.name}: {r['rps']:.0f} calls/s, p50 {r['p50_ms']:.2f} ms")
+        results = run.rounds(args.rounds, [
+            (s.name, lambda s=s: s.bench(args.calls)) for s in scenarios])
     finally:
         for scenario in scenarios:
             scenario.stop()
