@@ -14,13 +14,12 @@ use super::{
     handler::{ErasedHandler, Request, Response},
     queue::QueueSettings,
     reply_to::{RefusalLog, ReplyToPolicy},
-    session::Replies,
     stats::{Count, Counters},
 };
 use crate::{
     Code, Status,
     protocol::{self, ERROR_CONTENT_TYPE, MAX_CORRELATION_ID_LEN, MAX_DETAILS},
-    transport::{Acker, Confirmed, Delivery, Properties},
+    transport::{Acker, Channel, Confirmed, Connection, Delivery, Properties},
 };
 
 /// Error messages longer than this are cut: they are for people.
@@ -37,6 +36,50 @@ pub(super) struct Common {
     /// confirmed its reply, not only those answered to a reply queue (see
     /// [`Replies`]).
     pub(super) confirm_replies: bool,
+}
+
+/// The channels replies go out on: their own, not the requests' (each
+/// channel is one process in the broker, so this spreads the work, about +8%
+/// measured).
+#[derive(Debug, Clone)]
+pub(super) struct Replies {
+    /// In confirm mode: a request is acknowledged once the broker has its
+    /// reply.
+    confirmed: Channel,
+    /// A request is acknowledged once its reply is written (the same
+    /// channel as `confirmed` when every reply is confirmed).
+    unconfirmed: Channel,
+}
+
+impl Replies {
+    pub(super) async fn open(
+        connection: &Connection,
+        confirm_all: bool,
+    ) -> Result<Replies, crate::Error> {
+        let confirmed = connection.channel().await?;
+        confirmed.confirm().await?;
+        let unconfirmed = if confirm_all {
+            confirmed.clone()
+        } else {
+            connection.channel().await?
+        };
+        Ok(Replies {
+            confirmed,
+            unconfirmed,
+        })
+    }
+
+    /// The channel for a reply to `reply_to`. Replies to a resilient
+    /// client's reply queue are confirmed: that queue outlives the caller's
+    /// connection, so a reply the broker has confirmed reaches the caller
+    /// even after it reconnects, and one it has not goes to another server.
+    pub(super) fn to(&self, reply_to: &str) -> &Channel {
+        if reply_to.starts_with(protocol::REPLY_QUEUE_PREFIX) {
+            &self.confirmed
+        } else {
+            &self.unconfirmed
+        }
+    }
 }
 
 /// A procedure as the server runs it, for the server's whole life.

@@ -1,12 +1,18 @@
 //! One connection's worth of serving: the connection, a channel and a
-//! consumer per procedure, and a channel for replies; opening it (each
-//! queue joined or declared, prefetch set, consuming) and closing it.
+//! consumer per procedure, and the channels for replies ([`Replies`]);
+//! opening it (each queue joined or declared, prefetch set, consuming) and
+//! closing it.
 
 use std::sync::Arc;
 
-use super::{callers::Callers, queue, queue::QueueOrigin, request::Running};
+use super::{
+    callers::Callers,
+    queue,
+    queue::QueueOrigin,
+    request::{Replies, Running},
+};
 use crate::{
-    Error, protocol,
+    Error,
     transport::{Channel, Connection, Consumer},
 };
 
@@ -20,47 +26,6 @@ pub(super) struct Consuming {
     /// consumer keeps for its life): cancelled, but what was on its way to
     /// them is still taken and handled, until they end.
     pub(super) retiring: Vec<Consumer>,
-}
-
-/// The channels replies go out on: their own, not the requests' (each
-/// channel is one process in the broker, so this spreads the work, about +8%
-/// measured).
-#[derive(Debug, Clone)]
-pub(super) struct Replies {
-    /// In confirm mode: a request is acknowledged once the broker has its
-    /// reply.
-    confirmed: Channel,
-    /// A request is acknowledged once its reply is written (the same
-    /// channel as `confirmed` when every reply is confirmed).
-    unconfirmed: Channel,
-}
-
-impl Replies {
-    async fn open(connection: &Connection, confirm_all: bool) -> Result<Replies, Error> {
-        let confirmed = connection.channel().await?;
-        confirmed.confirm().await?;
-        let unconfirmed = if confirm_all {
-            confirmed.clone()
-        } else {
-            connection.channel().await?
-        };
-        Ok(Replies {
-            confirmed,
-            unconfirmed,
-        })
-    }
-
-    /// The channel for a reply to `reply_to`. Replies to a resilient
-    /// client's reply queue are confirmed: that queue outlives the caller's
-    /// connection, so a reply the broker has confirmed reaches the caller
-    /// even after it reconnects, and one it has not goes to another server.
-    pub(super) fn to(&self, reply_to: &str) -> &Channel {
-        if reply_to.starts_with(protocol::REPLY_QUEUE_PREFIX) {
-            &self.confirmed
-        } else {
-            &self.unconfirmed
-        }
-    }
 }
 
 /// One connection's worth of serving.
