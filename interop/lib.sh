@@ -49,18 +49,21 @@ forget() {
     pids=("${kept[@]}")
 }
 
-# rabbitmqctl ARGS...: as root, or with sudo -n otherwise, within 60 s.
+# rabbitmqctl ARGS...: $RABBITMQCTL (the broker under test's, e.g.
+# scripts/rabbitmqctl4), else the one on the PATH; as root, or with sudo -n
+# otherwise, within 60 s.
+RABBITMQCTL="${RABBITMQCTL:-rabbitmqctl}"
 ctl() {
     local sudo=()
     if [ "$(id -u)" -ne 0 ]; then sudo=(sudo -n); fi
-    timeout 60 "${sudo[@]}" rabbitmqctl "$@"
+    timeout 60 "${sudo[@]}" "$RABBITMQCTL" "$@"
 }
 
 cleanup() {
     local rc=$?
     local pid
     for pid in "${pids[@]}"; do stop "$pid" 3; done
-    if ((${#queues[@]})) && command -v rabbitmqctl >/dev/null 2>&1; then
+    if ((${#queues[@]})) && command -v "$RABBITMQCTL" >/dev/null 2>&1; then
         local msg q
         for q in "${queues[@]}"; do
             if ! msg="$(ctl -q delete_queue "$q" 2>&1)" && ! grep -qi 'not found' <<<"$msg"; then

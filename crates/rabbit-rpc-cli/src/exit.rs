@@ -1,7 +1,7 @@
 //! The command's exit codes: one per kind of failure a script may want to
 //! tell apart. Documented in the README; keep the two in step.
 
-use rabbit_rpc::Error;
+use rabbit_rpc::{Error, Refusal};
 
 /// Success.
 pub const OK: u8 = 0;
@@ -17,7 +17,8 @@ pub const REMOTE_ERROR: u8 = 3;
 pub const TIMEOUT: u8 = 4;
 /// No such queue, or nobody consuming it: no server to answer.
 pub const NO_SERVER: u8 = 5;
-/// The broker could not be reached (refused, unreachable, login refused).
+/// The broker could not be reached (connection refused, unreachable, not
+/// AMQP, no handshake in time).
 pub const CANNOT_CONNECT: u8 = 6;
 /// The connection to the broker dropped while in use.
 pub const CONNECTION_LOST: u8 = 7;
@@ -25,6 +26,19 @@ pub const CONNECTION_LOST: u8 = 7;
 /// given (`--queue-type`, `--transient`, `--delivery-limit`): nothing was
 /// declared or deleted.
 pub const QUEUE_MISMATCH: u8 = 8;
+/// The broker refused what was asked as given: a queue setting or feature
+/// its operator denies (a transient queue where `transient_nonexcl_queues`
+/// is denied), a value it will not take (`PRECONDITION_FAILED`), a queue
+/// exclusive to another connection (`RESOURCE_LOCKED`). Retrying unchanged
+/// gets the same answer.
+pub const REFUSED: u8 = 9;
+/// The user lacks a permission (`ACCESS_REFUSED`, `NOT_ALLOWED`): to
+/// configure, write to or read from a queue.
+pub const ACCESS_REFUSED: u8 = 10;
+/// The broker refused the login: the user name or password.
+pub const LOGIN_REFUSED: u8 = 11;
+/// The user may not use the virtual host, or it does not exist.
+pub const VHOST_REFUSED: u8 = 12;
 /// Stopped by a second Ctrl-C / SIGTERM before draining finished.
 pub const INTERRUPTED: u8 = 130;
 
@@ -38,6 +52,12 @@ pub fn code_for(error: &Error) -> u8 {
         Error::ConnectionLost { .. } => CONNECTION_LOST,
         Error::InvalidUrl { .. } | Error::InvalidRequest { .. } => USAGE,
         Error::QueueMismatch { .. } => QUEUE_MISMATCH,
+        Error::Refused { refusal, .. } => match refusal {
+            Refusal::Login => LOGIN_REFUSED,
+            Refusal::VirtualHost => VHOST_REFUSED,
+            Refusal::Access | Refusal::NotAllowed => ACCESS_REFUSED,
+            _ => REFUSED,
+        },
         _ => FAILURE,
     }
 }
@@ -51,6 +71,16 @@ pub fn message_for(error: &Error) -> String {
         Error::NoRoute { .. } | Error::NoServer { .. } => {
             format!("error: {error}; start one with `rabbit-rpc serve fib`")
         }
+        Error::Refused {
+            refusal: Refusal::DeniedFeature,
+            reason,
+        } if reason.contains("transient_nonexcl_queues") => {
+            format!("error: {error} (for `serve`: drop --transient)")
+        }
+        Error::Refused {
+            refusal: Refusal::Login | Refusal::VirtualHost,
+            ..
+        } => format!("error: {error} (the broker is set with --url or AMQP_URL)"),
         _ => format!("error: {error}"),
     }
 }

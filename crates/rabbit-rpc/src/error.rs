@@ -102,8 +102,21 @@ pub enum Error {
         asked: String,
     },
 
-    /// Declaring a queue failed for another reason (no permission, a queue
-    /// exclusive to another connection).
+    /// The broker refused what was asked, and said why: the login, a
+    /// permission, a queue setting or a feature its operator denies.
+    /// Retrying unchanged gets the same answer; [`Refusal`] says what was
+    /// refused, `reason` what was asked, the broker's words and what to
+    /// change.
+    #[error("{refusal}: {reason}")]
+    Refused {
+        /// What the broker refused.
+        refusal: Refusal,
+        /// What was asked, the broker's words, and what to do.
+        reason: String,
+    },
+
+    /// Declaring a queue failed for another reason (it vanished between
+    /// declaring and consuming it, say).
     #[error("cannot declare queue '{queue}': {reason}")]
     Declare {
         /// The queue.
@@ -125,6 +138,61 @@ pub enum Error {
     /// Any other failure the broker or the client library reported.
     #[error("broker error: {0}")]
     Broker(#[source] BrokerError),
+}
+
+/// What the broker refused, in [`Error::Refused`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The login: a wrong user name or password, or an authentication
+    /// mechanism the broker does not accept.
+    Login,
+    /// The virtual host: it does not exist, or the user may not use it
+    /// (AMQP `NOT_ALLOWED` when opening the connection).
+    VirtualHost,
+    /// A permission: the user may not configure, write to or read from a
+    /// resource (AMQP `ACCESS_REFUSED`, 403).
+    Access,
+    /// An operation the broker does not allow (AMQP `NOT_ALLOWED`, 530).
+    NotAllowed,
+    /// A resource another connection holds: a queue exclusive to it (AMQP
+    /// `RESOURCE_LOCKED`, 405).
+    Locked,
+    /// A value the broker will not take as given: a queue argument it does
+    /// not accept, a `user_id` that is not the connection's user (AMQP
+    /// `PRECONDITION_FAILED`, 406).
+    Precondition,
+    /// A feature the broker's operator denies: a deprecated feature, such
+    /// as transient non-exclusive queues (`transient_nonexcl_queues`),
+    /// where it is not permitted.
+    DeniedFeature,
+}
+
+impl Refusal {
+    /// The status code that describes this refusal.
+    pub fn code(self) -> Code {
+        match self {
+            Refusal::Login => Code::Unauthenticated,
+            Refusal::VirtualHost | Refusal::Access | Refusal::NotAllowed => Code::PermissionDenied,
+            Refusal::Locked | Refusal::Precondition | Refusal::DeniedFeature => {
+                Code::FailedPrecondition
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refusal::Login => "login refused",
+            Refusal::VirtualHost => "virtual host refused",
+            Refusal::Access => "access refused",
+            Refusal::NotAllowed => "not allowed",
+            Refusal::Locked => "resource locked",
+            Refusal::Precondition => "precondition failed",
+            Refusal::DeniedFeature => "feature denied",
+        })
+    }
 }
 
 /// A failure reported by the broker or the AMQP client library, kept with
@@ -160,6 +228,7 @@ impl Error {
             Error::NoRoute { .. } => Code::NotFound,
             Error::Declare { .. } | Error::QueueMismatch { .. } => Code::InvalidArgument,
             Error::Decode { .. } => Code::Internal,
+            Error::Refused { refusal, .. } => refusal.code(),
             Error::Connect { .. }
             | Error::NoServer { .. }
             | Error::Rejected { .. }
@@ -192,14 +261,24 @@ impl Error {
         matches!(self, Error::NoRoute { .. } | Error::NoServer { .. })
     }
 
+    /// What the broker refused, when it refused something.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            Error::Refused { refusal, .. } => Some(*refusal),
+            _ => None,
+        }
+    }
+
     /// True when the connection dropped while in use.
     pub fn is_connection_lost(&self) -> bool {
         matches!(self, Error::ConnectionLost { .. })
     }
 
-    /// Classifies a lapin error raised while using an open connection.
+    /// Classifies a lapin error raised while using an open connection: a
+    /// refusal by the broker is named for what it is, a closed connection
+    /// is a lost one, anything else a broker error.
     pub(crate) fn from_lapin(error: lapin::Error) -> Error {
-        use lapin::ErrorKind;
+        use lapin::{ErrorKind, protocol::AMQPErrorKind};
         match error.kind() {
             ErrorKind::IOError(_)
             | ErrorKind::InvalidChannelState(..)
@@ -207,20 +286,41 @@ impl Error {
             | ErrorKind::MissingHeartbeatError => Error::ConnectionLost {
                 reason: error.to_string(),
             },
-            // A connection-level error (the broker closed the connection,
-            // e.g. CONNECTION_FORCED): the connection is gone.
-            ErrorKind::ProtocolError(amqp)
-                if matches!(amqp.kind(), lapin::protocol::AMQPErrorKind::Hard(_)) =>
-            {
-                Error::ConnectionLost {
-                    reason: error.to_string(),
+            ErrorKind::ProtocolError(amqp) => {
+                let message = amqp.get_message().as_str();
+                let refusal = match amqp.get_id() {
+                    403 => Some(Refusal::Access),
+                    405 => Some(Refusal::Locked),
+                    406 => Some(Refusal::Precondition),
+                    530 => Some(Refusal::NotAllowed),
+                    _ => crate::transport::amqp::DeniedFeature::parse(message)
+                        .map(|_| Refusal::DeniedFeature),
+                };
+                match refusal {
+                    Some(refusal) => Error::Refused {
+                        refusal,
+                        reason: format!("the broker says: {message}"),
+                    },
+                    // Any other connection-level error (the broker closed
+                    // the connection, e.g. CONNECTION_FORCED): the
+                    // connection is gone.
+                    None if matches!(amqp.kind(), AMQPErrorKind::Hard(_)) => {
+                        Error::ConnectionLost {
+                            reason: error.to_string(),
+                        }
+                    }
+                    None => Error::broker(error),
                 }
             }
-            _ => Error::Broker(BrokerError {
-                unparsable: matches!(error.kind(), ErrorKind::ParsingError(_)),
-                source: Box::new(error),
-            }),
+            _ => Error::broker(error),
         }
+    }
+
+    fn broker(error: lapin::Error) -> Error {
+        Error::Broker(BrokerError {
+            unparsable: matches!(error.kind(), lapin::ErrorKind::ParsingError(_)),
+            source: Box::new(error),
+        })
     }
 
     /// Whether the broker sent something the client library cannot parse
@@ -244,9 +344,23 @@ mod tests {
         assert!(Error::from_lapin(forced).is_connection_lost());
         let refused = lapin::Error::from(lapin::ErrorKind::ProtocolError(AMQPError::new(
             AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED),
-            "ACCESS_REFUSED".into(),
+            "ACCESS_REFUSED - access to queue 'q' in vhost '/' refused for user 'u'".into(),
         )));
-        assert!(matches!(Error::from_lapin(refused), Error::Broker(_)));
+        let refused = Error::from_lapin(refused);
+        assert_eq!(refused.refusal(), Some(Refusal::Access));
+        assert_eq!(refused.code(), Code::PermissionDenied);
+        assert!(
+            refused.to_string().contains("refused for user 'u'"),
+            "{refused}"
+        );
+        let denied = lapin::Error::from(lapin::ErrorKind::ProtocolError(AMQPError::new(
+            AMQPErrorKind::Hard(AMQPHardError::INTERNALERROR),
+            "INTERNAL_ERROR - Feature `transient_nonexcl_queues` is deprecated.\nBy default".into(),
+        )));
+        assert_eq!(
+            Error::from_lapin(denied).refusal(),
+            Some(Refusal::DeniedFeature)
+        );
     }
 
     #[test]

@@ -107,7 +107,7 @@ mod status;
 mod transport;
 
 pub use client::{CallOptions, Client, ClientBuilder, Reply, ReplyQueue};
-pub use error::{BrokerError, Error};
+pub use error::{BrokerError, Error, Refusal};
 pub use metadata::Metadata;
 pub use server::{
     BlockingFn, Context, Handler, HandlerFn, Procedure, QueueOrigin, QueueType, Request, Response,

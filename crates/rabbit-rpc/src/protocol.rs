@@ -99,7 +99,9 @@ pub(crate) fn check_metadata(metadata: &Metadata) -> Result<(), Error> {
     Ok(())
 }
 
-/// A request: `reply_to`, `correlation_id`, the caller's remaining time as
+/// A request: `reply_to`, `correlation_id` and the same value as
+/// `message_id` (the AMQP 1.0 and JMS convention, by which a responder
+/// answers with `correlation_id` = the request's `message_id`), the caller's remaining time as
 /// `expiration` (unless longer than [`MAX_SENT_TIMEOUT`]), the content type
 /// if given, and the metadata as headers (none when there is none: the
 /// broker then parses no table).
@@ -112,6 +114,7 @@ pub(crate) fn request<'a>(
 ) -> Outgoing<'a> {
     Outgoing {
         correlation_id: Some(correlation_id),
+        message_id: Some(correlation_id),
         reply_to: Some(reply_to),
         content_type,
         // At least 1 ms: an expiration of 0 means "deliver now or never".
@@ -173,6 +176,14 @@ pub(crate) fn decode_reply(properties: &Properties, body: Vec<u8>) -> Result<Rep
         _ => None,
     };
     Err(Status::new(code, String::from_utf8_lossy(&body)).with_details_json(details))
+}
+
+/// The id a reply to this request must carry as its `correlation_id`: the
+/// request's `correlation_id`, as in RabbitMQ's tutorials; else its
+/// `message_id`, as AMQP 1.0 requesters (RabbitMQ's own clients, JMS) send
+/// it.
+pub(crate) fn request_id(properties: &Properties) -> Option<&str> {
+    properties.correlation_id().or(properties.message_id())
 }
 
 /// The caller's timeout a request carries: [`TIMEOUT_HEADER`] if present,

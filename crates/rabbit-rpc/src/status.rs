@@ -23,6 +23,16 @@ pub enum Code {
     NotFound,
     /// A limit was hit (for example the request body is too large).
     ResourceExhausted,
+    /// The caller is known but may not do this (a broker's `ACCESS_REFUSED`,
+    /// a server's caller policy).
+    PermissionDenied,
+    /// The caller is not known: a login the broker refused, or a request
+    /// that names no caller where one is required.
+    Unauthenticated,
+    /// The system is not in a state that allows this as asked (a queue
+    /// setting the broker refuses, a queue held by another connection);
+    /// retrying unchanged will fail the same way.
+    FailedPrecondition,
     /// The service cannot be reached right now; retrying later may succeed.
     Unavailable,
     /// The server does not implement what was asked.
@@ -42,6 +52,9 @@ impl Code {
             Code::DeadlineExceeded => "deadline_exceeded",
             Code::NotFound => "not_found",
             Code::ResourceExhausted => "resource_exhausted",
+            Code::PermissionDenied => "permission_denied",
+            Code::Unauthenticated => "unauthenticated",
+            Code::FailedPrecondition => "failed_precondition",
             Code::Unavailable => "unavailable",
             Code::Unimplemented => "unimplemented",
             Code::Internal => "internal",
@@ -58,6 +71,9 @@ impl Code {
             "deadline_exceeded" => Code::DeadlineExceeded,
             "not_found" => Code::NotFound,
             "resource_exhausted" => Code::ResourceExhausted,
+            "permission_denied" => Code::PermissionDenied,
+            "unauthenticated" => Code::Unauthenticated,
+            "failed_precondition" => Code::FailedPrecondition,
             "unavailable" => Code::Unavailable,
             "unimplemented" => Code::Unimplemented,
             "internal" => Code::Internal,
@@ -160,6 +176,21 @@ impl Status {
         Status::new(Code::ResourceExhausted, message)
     }
 
+    /// [`Code::PermissionDenied`]: the caller may not do this.
+    pub fn permission_denied(message: impl Into<String>) -> Status {
+        Status::new(Code::PermissionDenied, message)
+    }
+
+    /// [`Code::Unauthenticated`]: the caller is not known.
+    pub fn unauthenticated(message: impl Into<String>) -> Status {
+        Status::new(Code::Unauthenticated, message)
+    }
+
+    /// [`Code::FailedPrecondition`]: not possible in the present state.
+    pub fn failed_precondition(message: impl Into<String>) -> Status {
+        Status::new(Code::FailedPrecondition, message)
+    }
+
     /// [`Code::Unavailable`]: try again later.
     pub fn unavailable(message: impl Into<String>) -> Status {
         Status::new(Code::Unavailable, message)
@@ -198,12 +229,15 @@ impl std::error::Error for Status {}
 mod tests {
     use super::*;
 
-    const ALL: [Code; 9] = [
+    const ALL: [Code; 12] = [
         Code::Ok,
         Code::InvalidArgument,
         Code::DeadlineExceeded,
         Code::NotFound,
         Code::ResourceExhausted,
+        Code::PermissionDenied,
+        Code::Unauthenticated,
+        Code::FailedPrecondition,
         Code::Unavailable,
         Code::Unimplemented,
         Code::Internal,

@@ -151,6 +151,9 @@ impl Broker {
                 if let Some(id) = &message.correlation_id {
                     properties = properties.with_correlation_id(id.as_str().into());
                 }
+                if let Some(id) = &message.message_id {
+                    properties = properties.with_message_id(id.as_str().into());
+                }
                 if let Some(reply_to) = &message.reply_to {
                     properties = properties.with_reply_to(reply_to.as_str().into());
                 }
@@ -166,8 +169,9 @@ impl Broker {
         }
     }
 
-    /// Takes the next message of `queue`, if any.
-    async fn get(&self, queue: &str) -> Option<Vec<u8>> {
+    /// Takes the next message of `queue`, if any: its body and the
+    /// properties rabbit-rpc reads.
+    async fn get(&self, queue: &str) -> Option<RawMessage> {
         match self {
             Broker::Real => {
                 let (connection, channel) = common::raw_channel().await;
@@ -176,9 +180,34 @@ impl Broker {
                     .await
                     .expect("basic.get");
                 let _ = connection.close(200, "done".into()).await;
-                got.map(|message| message.delivery.data)
+                let delivery = got?.delivery;
+                let text = |value: &Option<lapin::types::ShortString>| {
+                    value.as_ref().map(|value| value.to_string())
+                };
+                let properties = &delivery.properties;
+                let mut message = RawMessage::new(delivery.data.clone());
+                message.correlation_id = text(properties.correlation_id());
+                message.message_id = text(properties.message_id());
+                message.reply_to = text(properties.reply_to());
+                message.content_type = text(properties.content_type());
+                Some(message)
             }
-            Broker::Memory(broker) => broker.get(queue).map(|message| message.body),
+            Broker::Memory(broker) => broker.get(queue),
+        }
+    }
+
+    /// Waits up to 10 s for the next message of `queue`.
+    async fn next(&self, queue: &str) -> RawMessage {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(message) = self.get(queue).await {
+                return message;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing in '{queue}' within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
@@ -221,6 +250,7 @@ conformance!(
     a_typed_service_answers_its_typed_client_with_metadata_and_error_details,
     a_resilient_call_outlives_its_clients_connection,
     after_a_lost_connection_a_server_skips_requests_whose_caller_is_gone,
+    requests_correlate_by_message_id_too_as_amqp_1_0_peers_do,
 );
 
 /// A server answering `handler` on a fresh queue, running until the handle
@@ -790,15 +820,7 @@ async fn a_typed_service_answers_its_typed_client_with_metadata_and_error_detail
                 .content_type("application/json"),
         )
         .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let reply = loop {
-        if let Some(reply) = broker.get(&replies).await {
-            break reply;
-        }
-        assert!(Instant::now() < deadline, "no JSON reply within 10 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(reply, b"42");
+    assert_eq!(broker.next(&replies).await.body, b"42");
     task.abort();
     if let Broker::Real = broker {
         for queue in ["conformance.add", "conformance.whoami"] {
@@ -911,4 +933,56 @@ async fn after_a_lost_connection_a_server_skips_requests_whose_caller_is_gone(br
         || async { broker.connections_named(&asking).await == 0 },
     )
     .await;
+}
+
+/// AMQP 1.0 requesters (RabbitMQ's own clients, JMS) put the request's id
+/// in `message_id` and expect it back as the reply's `correlation_id`;
+/// AMQP 1.0 responders answer that way. A server answers a request with
+/// only a `message_id` under that id, a `correlation_id` wins when there
+/// are both, and a client sends its id as both.
+async fn requests_correlate_by_message_id_too_as_amqp_1_0_peers_do(broker: &Broker) {
+    let server = Running::start(broker, "conf_message_id", common::echo(), |b| b).await;
+    let replies = format!("rabbit-rpc.reply.{}", uuid::Uuid::new_v4().simple());
+    let _cleanup = matches!(broker, Broker::Real).then(|| common::DeleteOnDrop(replies.clone()));
+    Running::on(broker, &replies, common::echo(), |b| {
+        b.queue_argument("x-expires", 60_000)
+    })
+    .await
+    .stop()
+    .await
+    .unwrap();
+    broker
+        .publish(
+            &server.queue,
+            RawMessage::new("by message id")
+                .message_id("m-1")
+                .reply_to(replies.as_str()),
+        )
+        .await;
+    let reply = broker.next(&replies).await;
+    assert_eq!(reply.body, b"by message id");
+    assert_eq!(reply.correlation_id.as_deref(), Some("m-1"));
+    broker
+        .publish(
+            &server.queue,
+            RawMessage::new("both")
+                .correlation_id("c-2")
+                .message_id("m-2")
+                .reply_to(replies.as_str()),
+        )
+        .await;
+    assert_eq!(
+        broker.next(&replies).await.correlation_id.as_deref(),
+        Some("c-2")
+    );
+    server.stop().await.unwrap();
+
+    // A queue nobody serves, to read a client's request from.
+    let (idle, _cleanup) = abandoned_queue(broker, "conf_message_id_idle").await;
+    let client = broker.client().connect().await.expect("client");
+    let call = spawn_call(&client, &idle, "hi", Duration::from_secs(30));
+    let request = broker.next(&idle).await;
+    assert!(request.correlation_id.is_some());
+    assert_eq!(request.message_id, request.correlation_id);
+    call.abort();
 }

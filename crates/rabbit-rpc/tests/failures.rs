@@ -246,14 +246,43 @@ async fn an_unreachable_broker_fails_fast_naming_host_and_port_but_no_password()
 }
 
 #[tokio::test]
-async fn a_wrong_password_is_a_connect_error_that_does_not_show_it() {
-    let error = Client::builder()
-        .url("amqp://guest:not-the-password@127.0.0.1:5672/%2f")
-        .connect()
-        .await
-        .unwrap_err();
-    assert!(error.is_connect(), "{error}");
-    assert!(!error.to_string().contains("not-the-password"), "{error}");
+async fn a_wrong_password_is_a_refused_login_that_does_not_show_it() {
+    let url = common::url().replacen(":guest@", ":not-the-password@", 1);
+    assert!(
+        url.contains("not-the-password"),
+        "AMQP_URL logs in as guest: {url}"
+    );
+    let error = Client::builder().url(url).connect().await.unwrap_err();
+    assert_eq!(error.refusal(), Some(rabbit_rpc::Refusal::Login), "{error}");
+    assert_eq!(error.code(), rabbit_rpc::Code::Unauthenticated);
+    let message = error.to_string();
+    assert!(
+        message.contains("refused the login of user 'guest'"),
+        "{message}"
+    );
+    assert!(!message.contains("not-the-password"), "{message}");
+    assert!(
+        !format!("{error:?}").contains("not-the-password"),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_virtual_host_the_user_may_not_use_is_refused_by_name() {
+    let url = format!(
+        "{}/no-such-vhost",
+        common::url().rsplit_once('/').unwrap().0
+    );
+    let error = Client::builder().url(url).connect().await.unwrap_err();
+    assert_eq!(
+        error.refusal(),
+        Some(rabbit_rpc::Refusal::VirtualHost),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("virtual host 'no-such-vhost'"),
+        "{error}"
+    );
 }
 
 #[tokio::test]

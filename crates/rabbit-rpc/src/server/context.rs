@@ -49,7 +49,9 @@ impl Context {
         &self.queue
     }
 
-    /// The caller's `correlation_id`.
+    /// The id the reply carries as its `correlation_id`: the request's
+    /// `correlation_id`, or its `message_id` when it has none (as AMQP 1.0
+    /// requesters send it).
     pub fn correlation_id(&self) -> Option<&str> {
         self.correlation_id.as_deref()
     }

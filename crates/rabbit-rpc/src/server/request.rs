@@ -224,7 +224,7 @@ impl Running {
         let answer = Answer::new(result, self.max_reply_size);
         let failed = answer.code != Code::Ok;
         let message = protocol::reply(
-            properties.correlation_id(),
+            protocol::request_id(&properties),
             answer.code,
             answer.content_type.as_deref().or(properties.content_type()),
             answer.details.as_deref(),
@@ -279,14 +279,19 @@ impl Running {
 
     /// Checks a request can be worked on, before any work.
     fn check(&self, properties: &Properties, body: &[u8]) -> Result<(), Status> {
-        let Some(id) = properties.correlation_id() else {
+        let Some(id) = protocol::request_id(properties) else {
             return Err(Status::invalid_argument(
-                "the request has no correlation_id; set one so the reply can be matched",
+                "the request has no correlation_id (nor message_id); set one so the reply can be matched",
             ));
         };
         if id.len() > MAX_CORRELATION_ID_LEN {
+            let which = if properties.correlation_id().is_some() {
+                "correlation_id"
+            } else {
+                "message_id"
+            };
             return Err(Status::invalid_argument(format!(
-                "the correlation_id is {} bytes; this server accepts at most {MAX_CORRELATION_ID_LEN}",
+                "the {which} is {} bytes; this server accepts at most {MAX_CORRELATION_ID_LEN}",
                 id.len()
             )));
         }
@@ -310,7 +315,7 @@ impl Running {
         let request = Request {
             context: Context {
                 queue: Arc::clone(&self.queue),
-                correlation_id: properties.correlation_id().map(str::to_owned),
+                correlation_id: protocol::request_id(properties).map(str::to_owned),
                 content_type: properties.content_type().map(str::to_owned),
                 redelivered,
                 deadline,

@@ -19,7 +19,7 @@ use super::{
     Properties, QueueArgument, QueueState, ReplyAddress, Returned,
     url::{BrokerUrl, Endpoints},
 };
-use crate::Error;
+use crate::{Error, Refusal};
 
 /// A lapin connection and the broker it goes to.
 #[derive(Debug)]
@@ -43,10 +43,7 @@ impl Connection {
                 connection,
                 url: url.clone(),
             }),
-            Ok(Err(source)) => Err(Error::Connect {
-                endpoint: url.endpoint(),
-                reason: url.describe_connect_error(&source),
-            }),
+            Ok(Err(source)) => Err(url.connect_error(&source)),
             Err(_) => Err(Error::Connect {
                 endpoint: url.endpoint(),
                 reason: format!(
@@ -139,6 +136,11 @@ pub(crate) async fn connect(
             Err(error) => failures.push(error),
         }
     }
+    // A broker that answered and refused says what to fix, whatever the
+    // others said.
+    if let Some(at) = failures.iter().position(|e| e.refusal().is_some()) {
+        return Err(failures.swap_remove(at));
+    }
     if failures.len() == 1 {
         return Err(failures.remove(0));
     }
@@ -217,6 +219,22 @@ pub(crate) async fn consume(
                 queue: queue.to_owned(),
                 reason: "it does not exist (deleted just now?)".to_owned(),
             },
+            Some(403) => Error::Refused {
+                refusal: Refusal::Access,
+                reason: format!(
+                    "cannot consume queue '{queue}' ({}); the user needs the read permission on it \
+                     (rabbitmqctl set_permissions)",
+                    broker_words(&error)
+                ),
+            },
+            Some(405) => Error::Refused {
+                refusal: Refusal::Locked,
+                reason: format!(
+                    "queue '{queue}' is exclusive to another connection ({}); choose another queue \
+                     name",
+                    broker_words(&error)
+                ),
+            },
             _ => Error::from_lapin(error),
         })
 }
@@ -255,6 +273,9 @@ fn properties(message: &Outgoing<'_>) -> Result<BasicProperties, Error> {
     let mut properties = BasicProperties::default();
     if let Some(id) = message.correlation_id {
         properties = properties.with_correlation_id(short("the correlation id", id)?);
+    }
+    if let Some(id) = message.message_id {
+        properties = properties.with_message_id(short("the message id", id)?);
     }
     if let Some(reply_to) = message.reply_to {
         properties = properties.with_reply_to(short("the reply address", reply_to)?);
@@ -345,6 +366,14 @@ pub(crate) fn header(value: &AMQPValue) -> Option<Header<'_>> {
     })
 }
 
+/// The broker's text of a protocol error, else lapin's description.
+fn broker_words(error: &lapin::Error) -> String {
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => amqp.get_message().to_string(),
+        _ => error.to_string(),
+    }
+}
+
 fn amqp_code(error: &lapin::Error) -> Option<u16> {
     match error.kind() {
         lapin::ErrorKind::ProtocolError(amqp) => Some(amqp.get_id()),
@@ -352,12 +381,14 @@ fn amqp_code(error: &lapin::Error) -> Option<u16> {
     }
 }
 
-/// The error for a failed declaration of `queue`.
+/// The error for a failed declaration of `queue`: what the broker refused,
+/// said of the queue, with what to change.
 fn declare_error(queue: &str, error: &lapin::Error) -> Error {
     let lapin::ErrorKind::ProtocolError(amqp) = error.kind() else {
         return Error::from_lapin(error.clone());
     };
     let message = amqp.get_message().as_str();
+    let refused = |refusal, reason| Error::Refused { refusal, reason };
     match amqp.get_id() {
         406 => match Inequivalent::parse(message) {
             Some(found) => Error::QueueMismatch {
@@ -366,25 +397,75 @@ fn declare_error(queue: &str, error: &lapin::Error) -> Error {
                 existing: found.current,
                 asked: found.received,
             },
-            None => Error::Declare {
-                queue: queue.to_owned(),
-                reason: format!(
-                    "it exists with other settings ({message}); serve it without queue settings \
-                     to take it as it is, or delete it to declare it anew"
+            None => refused(
+                Refusal::Precondition,
+                format!(
+                    "the broker will not declare queue '{queue}' as asked ({message}); \
+                     change the queue settings"
                 ),
-            },
-        },
-        403 => Error::Declare {
-            queue: queue.to_owned(),
-            reason: format!("access refused ({message}); check the user's permissions"),
-        },
-        405 => Error::Declare {
-            queue: queue.to_owned(),
-            reason: format!(
-                "it is exclusive to another connection ({message}); choose another queue name"
             ),
         },
-        _ => Error::from_lapin(error.clone()),
+        403 => refused(
+            Refusal::Access,
+            format!(
+                "cannot declare queue '{queue}' ({message}); the user needs the configure \
+                 permission on it (rabbitmqctl set_permissions)"
+            ),
+        ),
+        405 => refused(
+            Refusal::Locked,
+            format!(
+                "queue '{queue}' is exclusive to another connection ({message}); choose another \
+                 queue name"
+            ),
+        ),
+        _ => match DeniedFeature::parse(message) {
+            Some(denied) => refused(Refusal::DeniedFeature, denied.of_queue(queue)),
+            None => Error::from_lapin(error.clone()),
+        },
+    }
+}
+
+/// A deprecated feature the broker's operator denies, as RabbitMQ 3.13 and
+/// later report it when a client uses it: they close the connection with
+/// `INTERNAL_ERROR` and a text that names the feature, cut off at AMQP's
+/// 255 bytes (e.g. `INTERNAL_ERROR - Feature \`transient_nonexcl_queues\` is
+/// deprecated. By default, this feature can be used for now. Its use is
+/// not permitted per the configuration (relevant configuration:
+/// deprecated_features.permit.transient_no…`).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct DeniedFeature {
+    pub(crate) feature: String,
+}
+
+impl DeniedFeature {
+    pub(crate) fn parse(message: &str) -> Option<DeniedFeature> {
+        let rest = &message[message.find("Feature `")? + "Feature `".len()..];
+        let (feature, rest) = rest.split_once('`')?;
+        rest.trim_start()
+            .starts_with("is deprecated")
+            .then(|| DeniedFeature {
+                feature: feature.to_owned(),
+            })
+    }
+
+    /// What to tell the user who declared `queue`.
+    fn of_queue(&self, queue: &str) -> String {
+        let feature = &self.feature;
+        let what = match feature.as_str() {
+            "transient_nonexcl_queues" => format!(
+                "queue '{queue}' cannot be declared transient: this broker denies transient \
+                 non-exclusive queues (deprecated feature '{feature}'); declare it durable"
+            ),
+            _ => format!(
+                "queue '{queue}' cannot be declared as asked: this broker denies the deprecated \
+                 feature '{feature}'; declare it without"
+            ),
+        };
+        format!(
+            "{what}, or have the broker's operator permit it \
+             (deprecated_features.permit.{feature} = true)"
+        )
     }
 }
 

@@ -332,6 +332,7 @@ impl std::fmt::Display for QueueArgument {
 #[derive(Debug, Default)]
 pub(crate) struct Outgoing<'a> {
     pub(crate) correlation_id: Option<&'a str>,
+    pub(crate) message_id: Option<&'a str>,
     pub(crate) reply_to: Option<&'a str>,
     pub(crate) content_type: Option<&'a str>,
     /// Per-message TTL, in milliseconds.
@@ -372,6 +373,14 @@ impl Properties {
             Properties::Amqp(p) => p.correlation_id().as_ref().map(|s| s.as_str()),
             #[cfg(feature = "test-util")]
             Properties::Memory(m) => m.correlation_id.as_deref(),
+        }
+    }
+
+    pub(crate) fn message_id(&self) -> Option<&str> {
+        match self {
+            Properties::Amqp(p) => p.message_id().as_ref().map(|s| s.as_str()),
+            #[cfg(feature = "test-util")]
+            Properties::Memory(m) => m.message_id.as_deref(),
         }
     }
 

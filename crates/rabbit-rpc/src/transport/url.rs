@@ -67,13 +67,16 @@ impl BrokerUrl {
         &self.uri
     }
 
-    /// One short phrase for a failed connect, with what to check, without
-    /// lapin's internal wording.
-    pub(crate) fn describe_connect_error(&self, error: &lapin::Error) -> String {
+    /// The error for a failed connect: a refusal (the login, the virtual
+    /// host) when the broker answered and said no, else [`Error::Connect`]
+    /// with one short phrase and what to check, without lapin's internal
+    /// wording.
+    pub(crate) fn connect_error(&self, error: &lapin::Error) -> Error {
         use lapin::ErrorKind;
         let user = &self.uri.authority.userinfo.username;
         let vhost = &self.uri.vhost;
-        match error.kind() {
+        let endpoint = self.endpoint();
+        let reason = match error.kind() {
             ErrorKind::IOError(io) => match io.kind() {
                 std::io::ErrorKind::ConnectionRefused => {
                     "connection refused; is RabbitMQ running there?".to_owned()
@@ -81,17 +84,33 @@ impl BrokerUrl {
                 _ => io.to_string(),
             },
             ErrorKind::ProtocolError(amqp) => match amqp.get_id() {
-                403 => format!("login refused for user '{user}'; check the user name and password"),
-                530 => format!(
-                    "user '{user}' may not use virtual host '{vhost}'; check that it exists and the user's permissions"
-                ),
+                403 => {
+                    return Error::Refused {
+                        refusal: crate::Refusal::Login,
+                        reason: format!(
+                            "the broker at {endpoint} refused the login of user '{user}'; check \
+                             the user name and password"
+                        ),
+                    };
+                }
+                530 => {
+                    return Error::Refused {
+                        refusal: crate::Refusal::VirtualHost,
+                        reason: format!(
+                            "user '{user}' may not use virtual host '{vhost}' at {endpoint}; \
+                             check that it exists and the user's permissions on it \
+                             (rabbitmqctl list_user_permissions {user})"
+                        ),
+                    };
+                }
                 _ => format!("the broker refused the connection: {}", amqp.get_message()),
             },
             ErrorKind::ParsingError(_) | ErrorKind::InvalidProtocolVersion(_) => {
                 "the peer does not speak AMQP 0-9-1; is that a RabbitMQ port?".to_owned()
             }
             _ => error.to_string(),
-        }
+        };
+        Error::Connect { endpoint, reason }
     }
 }
 

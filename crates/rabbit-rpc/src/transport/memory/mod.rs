@@ -151,6 +151,7 @@ impl MemoryBroker {
         let expiration_ms = message.expiration_ms;
         let stored = Stored {
             correlation_id: message.correlation_id,
+            message_id: message.message_id,
             reply_to: message.reply_to,
             content_type: message.content_type,
             expiration: expiration_ms.map(|ms| ms.to_string()),
@@ -173,6 +174,7 @@ impl MemoryBroker {
         Some(RawMessage {
             body: stored.body.clone(),
             correlation_id: stored.correlation_id.clone(),
+            message_id: stored.message_id.clone(),
             reply_to: stored.reply_to.clone(),
             content_type: stored.content_type.clone(),
             expiration_ms: stored.expiration.as_deref().and_then(|ms| ms.parse().ok()),
@@ -303,6 +305,7 @@ impl Channel {
     ) -> Result<Confirm, Error> {
         let stored = Stored {
             correlation_id: message.correlation_id.map(str::to_owned),
+            message_id: message.message_id.map(str::to_owned),
             reply_to: message.reply_to.map(str::to_owned),
             content_type: message.content_type.map(str::to_owned),
             expiration: message.expiration_ms.map(|ms| ms.to_string()),
@@ -404,6 +407,8 @@ pub struct RawMessage {
     pub body: Vec<u8>,
     /// The `correlation_id` property.
     pub correlation_id: Option<String>,
+    /// The `message_id` property.
+    pub message_id: Option<String>,
     /// The `reply_to` property.
     pub reply_to: Option<String>,
     /// The `content_type` property.
@@ -428,6 +433,12 @@ impl RawMessage {
     /// With this `correlation_id`.
     pub fn correlation_id(mut self, id: impl Into<String>) -> RawMessage {
         self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// With this `message_id`.
+    pub fn message_id(mut self, id: impl Into<String>) -> RawMessage {
+        self.message_id = Some(id.into());
         self
     }
 
@@ -460,6 +471,7 @@ impl RawMessage {
 #[derive(Debug)]
 pub(crate) struct Stored {
     pub(crate) correlation_id: Option<String>,
+    pub(crate) message_id: Option<String>,
     pub(crate) reply_to: Option<String>,
     pub(crate) content_type: Option<String>,
     pub(crate) expiration: Option<String>,

@@ -626,9 +626,11 @@ impl Queue {
 }
 
 fn locked(queue: &str) -> Error {
-    Error::Declare {
-        queue: queue.to_owned(),
-        reason: "it is exclusive to another connection; choose another queue name".to_owned(),
+    Error::Refused {
+        refusal: crate::Refusal::Locked,
+        reason: format!(
+            "queue '{queue}' is exclusive to another connection; choose another queue name"
+        ),
     }
 }
 
