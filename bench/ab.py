@@ -35,7 +35,8 @@ def main():
     parser.add_argument("--bench-options", default="", help="for this side's bench")
     args = parser.parse_args()
     (run.TARGET / "bench").mkdir(parents=True, exist_ok=True)
-    run.run([run.ROOT / "scripts" / "ensure-rabbitmq.sh"], stdout=run.sys.stderr)
+    if run.URL == run.DEFAULT_URL:
+        run.run([run.ROOT / "scripts" / "ensure-rabbitmq.sh"], stdout=run.sys.stderr)
     run.run(["cargo", "build", "--release", "--locked", "-q", "-p", "rabbit-rpc-cli"],
             cwd=run.ROOT)
     base = None if args.rev == "." else run.build_baseline(args.rev)
@@ -55,7 +56,7 @@ def main():
         for server in servers:
             server.stop()
         for queue in queues.values():
-            subprocess.run(["rabbitmqctl", "-q", "delete_queue", queue], capture_output=True)
+            subprocess.run([run.CTL, "-q", "delete_queue", queue], capture_output=True)
     pairs = list(zip(results["this"], results["base"]))
     rps = [this["rps"] / base["rps"] for this, base in pairs]
     p50 = [this["p50_ms"] / base["p50_ms"] for this, base in pairs]

@@ -39,7 +39,7 @@ def main():
         for server in servers:
             server.stop()
         for queue in queues.values():
-            subprocess.run(["rabbitmqctl", "-q", "delete_queue", queue], capture_output=True)
+            subprocess.run([run.CTL, "-q", "delete_queue", queue], capture_output=True)
     ratios = [b["rps"] / a["rps"] for a, b in zip(results["plain"], results["batched"])]
     print(f"`python3 bench/batch_acks.py --rounds {args.rounds} --queue-type {args.queue_type}`: "
           f"batched/plain {statistics.median(ratios):.3f}× "

@@ -25,8 +25,11 @@ run the same way for our pair. `--long` adds 10,000 calls in flight and the
 1,000,000-call memory check. The table goes to stdout as Markdown; raw JSON
 of every run goes to target/bench/results.json.
 
-Needs: Rust (cargo), Python 3 with venv, and RabbitMQ on 127.0.0.1:5672
-(scripts/ensure-rabbitmq.sh starts or installs it). Installs aio-pika into
+Needs: Rust (cargo), Python 3 with venv, and RabbitMQ: the one at AMQP_URL,
+driven with the rabbitmqctl named by RABBITMQCTL (for the broker's CPU time
+and clean-up), else the local one on 127.0.0.1:5672
+(scripts/ensure-rabbitmq.sh starts or installs it). On RabbitMQ 4.3:
+`scripts/rabbitmq4.sh up; export $(scripts/rabbitmq4.sh env); python3 bench/run.py`. Installs aio-pika into
 target/bench/venv and, for the Go peer, Debian's golang-go and
 golang-github-rabbitmq-amqp091-go-dev (the Go peer is skipped if that fails).
 """
@@ -53,7 +56,10 @@ VENV = TARGET / "bench" / "venv"
 PYTHON = VENV / "bin" / "python"
 AIO = ROOT / "bench" / "peers" / "aio_pika_rpc.py"
 GO_SERVER = TARGET / "bench" / "tutorial-go-server"
-URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2f"
+URL = os.environ.get("AMQP_URL", DEFAULT_URL)
+# The broker under test's rabbitmqctl (scripts/rabbitmqctl4 for RabbitMQ 4.3).
+CTL = os.environ.get("RABBITMQCTL", "rabbitmqctl")
 
 
 def say(*args):
@@ -69,7 +75,8 @@ def run(cmd, **kwargs):
 
 
 def setup(want_go):
-    run([ROOT / "scripts" / "ensure-rabbitmq.sh"], stdout=sys.stderr)
+    if URL == DEFAULT_URL:
+        run([ROOT / "scripts" / "ensure-rabbitmq.sh"], stdout=sys.stderr)
     run(["cargo", "build", "--release", "--locked", "-q", "-p", "rabbit-rpc-cli", "-p", "raw-lapin"],
         cwd=ROOT)
     if not PYTHON.exists():
@@ -172,7 +179,7 @@ def go_server(queue):
 def broker_pid():
     """The local broker's Erlang VM, to charge its CPU time to each run: the
     default node's (not a node of scripts/cluster.sh's cluster)."""
-    out = subprocess.run(["rabbitmqctl", "-q", "eval", "os:getpid()."], capture_output=True,
+    out = subprocess.run([CTL, "-q", "eval", "os:getpid()."], capture_output=True,
                          text=True)
     pid = out.stdout.strip().strip('"')
     return int(pid) if out.returncode == 0 and pid.isdigit() else None
@@ -273,9 +280,11 @@ def rounds(n, scenarios):
 
 
 def broker_version():
+    """The version of the broker at URL (its node's, not its CLI's)."""
     try:
-        out = subprocess.run(["rabbitmqctl", "version"], capture_output=True, text=True, timeout=60)
-        return out.stdout.strip() or "unknown"
+        out = subprocess.run([CTL, "-q", "eval", "rabbit_misc:version()."], capture_output=True,
+                             text=True, timeout=60)
+        return out.stdout.strip().strip('"') or "unknown"
     except OSError:
         return "unknown"
 
@@ -387,7 +396,7 @@ def main():
         for server in servers:
             server.stop()
         for queue in q.values():
-            subprocess.run(["rabbitmqctl", "-q", "delete_queue", queue], capture_output=True)
+            subprocess.run([CTL, "-q", "delete_queue", queue], capture_output=True)
     (TARGET / "bench" / "results.json").write_text(json.dumps(out, indent=1))
     print_table(out, args, have_go)
 
@@ -407,7 +416,8 @@ def print_table(out, args, have_go):
           (" --headline-only" if args.headline_only else "") + \
           (f" --baseline {args.baseline}" if args.baseline else "")
     print(f"Measured {date.today()} on {os.cpu_count()} cores ({platform.machine()}), "
-          f"RabbitMQ {broker_version()}, medians of {args.rounds} interleaved rounds: `{cmd}`. "
+          f"RabbitMQ {broker_version()} ({URL.split('@')[-1].split('/')[0]}), "
+          f"medians of {args.rounds} interleaved rounds: `{cmd}`. "
           "Ratios are medians of each round's side-by-side ratio.\n")
     print("CPU time per call (µs) of each process, from /proc and getrusage.\n")
     print("| scenario | calls/s | p50 ms | p99 ms | broker µs | client µs | server µs | ratio "

@@ -36,7 +36,7 @@ QUEUE="interop.amqp10.$$.$RANDOM"
 
 if [ -z "${AMQP_URL:-}" ]; then
     "$REPO/scripts/rabbitmq4.sh" up
-    export $("$REPO/scripts/rabbitmq4.sh" env)
+    while IFS= read -r setting; do export "${setting?}"; done < <("$REPO/scripts/rabbitmq4.sh" env)
 fi
 export AMQP_URL
 
