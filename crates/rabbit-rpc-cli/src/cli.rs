@@ -217,9 +217,10 @@ pub struct ServerArgs {
     pub queue_type: Option<QueueTypeArg>,
 
     /// Declare a transient (non-durable) classic queue, as RabbitMQ's 2022
-    /// tutorial did: for fleets running that tutorial's servers on RabbitMQ
-    /// 3.x. RabbitMQ 4.3 and later refuse transient shared queues unless the
-    /// operator allows them. A queue setting.
+    /// tutorial did: for fleets running that tutorial's servers. Deprecated
+    /// in RabbitMQ 4.x (`transient_nonexcl_queues`): 4.3 permits it by
+    /// default, an operator may deny it, and a later version will; where it
+    /// is denied, serve exits 9. A queue setting.
     #[arg(long, conflicts_with_all = ["delivery_limit", "durable", "quorum"])]
     pub transient: bool,
 

@@ -195,6 +195,20 @@ impl std::fmt::Display for Refusal {
     }
 }
 
+/// What to do about a refusal met while using a connection, where nothing
+/// more is known of what was asked.
+fn hint(refusal: Refusal) -> &'static str {
+    match refusal {
+        Refusal::Access | Refusal::NotAllowed => {
+            "; check the user's permissions (rabbitmqctl list_user_permissions USER)"
+        }
+        Refusal::DeniedFeature => {
+            "; the broker's operator denies that deprecated feature (rabbitmqctl list_deprecated_features)"
+        }
+        _ => "",
+    }
+}
+
 /// A failure reported by the broker or the AMQP client library, kept with
 /// its cause (`std::error::Error::source`) but without naming the
 /// library's types.
@@ -299,7 +313,7 @@ impl Error {
                 match refusal {
                     Some(refusal) => Error::Refused {
                         refusal,
-                        reason: format!("the broker says: {message}"),
+                        reason: format!("the broker says: {message}{}", hint(refusal)),
                     },
                     // Any other connection-level error (the broker closed
                     // the connection, e.g. CONNECTION_FORCED): the
@@ -313,6 +327,24 @@ impl Error {
                 }
             }
             _ => Error::broker(error),
+        }
+    }
+
+    /// This error as each of the calls it ends sees it: a refusal stays
+    /// one (the calls fail for that reason), anything else is the lost
+    /// connection it caused.
+    pub(crate) fn ending_calls(&self) -> Error {
+        match self {
+            Error::Refused { refusal, reason } => Error::Refused {
+                refusal: *refusal,
+                reason: reason.clone(),
+            },
+            Error::ConnectionLost { reason } => Error::ConnectionLost {
+                reason: reason.clone(),
+            },
+            other => Error::ConnectionLost {
+                reason: other.to_string(),
+            },
         }
     }
 

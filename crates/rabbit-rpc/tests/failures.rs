@@ -268,6 +268,51 @@ async fn a_wrong_password_is_a_refused_login_that_does_not_show_it() {
 }
 
 #[tokio::test]
+async fn a_permission_the_user_lacks_is_a_refused_access_not_a_lost_connection() {
+    let server = TestServer::start("no_write", common::echo()).await;
+    // May configure and read, not write: it can consume its replies, not
+    // publish requests.
+    let user = common::TestUser::create("no_write", ".*", "^$", ".*").await;
+    let client = Client::builder().url(&user.url).connect().await.unwrap();
+    let error = client.call(&server.queue, "x").await.unwrap_err();
+    assert_eq!(
+        error.refusal(),
+        Some(rabbit_rpc::Refusal::Access),
+        "{error}"
+    );
+    assert_eq!(error.code(), Code::PermissionDenied);
+    let message = error.to_string();
+    assert!(message.starts_with("access refused: "), "{message}");
+    assert!(
+        message.contains(&format!("refused for user '{}'", user.name)),
+        "{message}"
+    );
+    assert!(message.contains("list_user_permissions"), "{message}");
+    // Nor may it declare a queue of its own (configure denied for it).
+    let user = common::TestUser::create("no_configure", "^$", ".*", ".*").await;
+    let queue = common::unique_queue("no_configure");
+    let error = rabbit_rpc::Server::builder()
+        .url(&user.url)
+        .procedure(&queue, common::echo())
+        .bind()
+        .await
+        .err()
+        .expect("binding needs the configure permission");
+    assert_eq!(
+        error.refusal(),
+        Some(rabbit_rpc::Refusal::Access),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("cannot declare queue '{queue}'")),
+        "{message}"
+    );
+    assert!(message.contains("configure permission"), "{message}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_virtual_host_the_user_may_not_use_is_refused_by_name() {
     let url = format!(
         "{}/no-such-vhost",

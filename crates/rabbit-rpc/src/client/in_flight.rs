@@ -25,7 +25,9 @@ pub(crate) struct InFlight {
     /// `None` once the connection is gone: new calls fail at once instead of
     /// waiting for a reply that cannot arrive.
     calls: Mutex<Option<HashMap<String, oneshot::Sender<Outcome>>>>,
-    closed_reason: Mutex<Option<String>>,
+    /// Why: what every call waiting then, and every call made since, fails
+    /// with.
+    closed_by: Mutex<Option<Error>>,
     /// Shared by every connection a client has had.
     unknown_replies: Arc<AtomicU64>,
 }
@@ -40,7 +42,7 @@ impl InFlight {
     pub(crate) fn counting_into(unknown_replies: Arc<AtomicU64>) -> InFlight {
         InFlight {
             calls: Mutex::new(Some(HashMap::new())),
-            closed_reason: Mutex::default(),
+            closed_by: Mutex::default(),
             unknown_replies,
         }
     }
@@ -48,7 +50,7 @@ impl InFlight {
     /// Registers a call under `id`.
     ///
     /// # Errors
-    /// [`Error::ConnectionLost`] after [`InFlight::close`].
+    /// What [`InFlight::close`] was given, after it.
     pub(crate) fn register(self: &Arc<Self>, id: &str) -> Result<Pending, Error> {
         let id = id.to_owned();
         let (sender, receiver) = oneshot::channel();
@@ -100,16 +102,16 @@ impl InFlight {
         }
     }
 
-    /// Fails every waiting call with [`Error::ConnectionLost`] and refuses new
-    /// ones.
-    pub(crate) fn close(&self, reason: String) {
-        *self.closed_reason.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
+    /// Fails every waiting call, and every new one, because of `cause`:
+    /// with the broker's refusal when it refused something (a permission,
+    /// say), else with [`Error::ConnectionLost`].
+    pub(crate) fn close(&self, cause: &Error) {
+        let cause = cause.ending_calls();
         let calls = self.lock().take().unwrap_or_default();
         for (_, sender) in calls {
-            let _ = sender.send(Err(Error::ConnectionLost {
-                reason: reason.clone(),
-            }));
+            let _ = sender.send(Err(cause.ending_calls()));
         }
+        *self.closed_by.lock().unwrap_or_else(|e| e.into_inner()) = Some(cause);
     }
 
     /// How many calls are waiting.
@@ -124,13 +126,12 @@ impl InFlight {
     }
 
     fn closed_error(&self) -> Error {
-        let reason = self
-            .closed_reason
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .unwrap_or_else(|| "the client is closed".to_owned());
-        Error::ConnectionLost { reason }
+        match &*self.closed_by.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(cause) => cause.ending_calls(),
+            None => Error::ConnectionLost {
+                reason: "the client is closed".to_owned(),
+            },
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<HashMap<String, oneshot::Sender<Outcome>>>> {
@@ -215,7 +216,9 @@ mod tests {
     async fn close_fails_waiting_calls_and_refuses_new_ones() {
         let in_flight = Arc::new(InFlight::new());
         let mut pending = in_flight.register("a").unwrap();
-        in_flight.close("broker went away".into());
+        in_flight.close(&Error::ConnectionLost {
+            reason: "broker went away".into(),
+        });
         let error = pending.outcome().await.unwrap_err();
         assert!(error.is_connection_lost(), "{error}");
         let error = in_flight.register("b").unwrap_err();

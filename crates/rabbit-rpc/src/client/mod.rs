@@ -232,11 +232,12 @@ impl Client {
         let confirm = match published {
             Ok(confirm) => confirm,
             Err(error) => {
-                if let Error::ConnectionLost { reason } = &error {
-                    // The connection is gone before its reply consumer has
-                    // noticed: say so now, so that the next calls wait for
-                    // the reconnection instead of failing the same way.
-                    session.in_flight.close(reason.clone());
+                if error.is_connection_lost() || error.refusal().is_some() {
+                    // The connection (or channel) is gone before its reply
+                    // consumer has noticed: say so now, so that the next
+                    // calls wait for the reconnection instead of failing
+                    // the same way.
+                    session.in_flight.close(&error);
                 }
                 return Err(error);
             }
@@ -485,7 +486,7 @@ impl Client {
     pub async fn close(&self) -> Result<(), Error> {
         self.inner.closed.cancel();
         if let Some(resilient) = &self.inner.resilient {
-            resilient.in_flight.close("the client is closed".to_owned());
+            resilient.in_flight.close(&closed());
         }
         match self.inner.state.send_replace(State::Closed) {
             State::Connected(session) => {

@@ -195,7 +195,7 @@ async fn route_replies(
     lost: oneshot::Sender<String>,
     resilient: bool,
 ) {
-    let reason = loop {
+    let cause = loop {
         match replies.next().await {
             Some(Ok(delivery)) => {
                 let acker = resilient.then_some(delivery.acker);
@@ -223,13 +223,21 @@ async fn route_replies(
                     });
                 }
             }
-            Some(Err(error)) => break error.to_string(),
-            None => break "the reply consumer was cancelled".to_owned(),
+            Some(Err(error)) => break error,
+            None => {
+                break Error::ConnectionLost {
+                    reason: "the reply consumer was cancelled".to_owned(),
+                };
+            }
         }
+    };
+    let reason = match &cause {
+        Error::ConnectionLost { reason } => reason.clone(),
+        other => other.to_string(),
     };
     debug!(%reason, "reply consumer ended");
     if !resilient {
-        in_flight.close(reason.clone());
+        in_flight.close(&cause);
     }
     let _ = lost.send(reason);
 }

@@ -190,9 +190,12 @@ impl ServerBuilder {
     /// Whether declared queues survive a broker restart (their requests do
     /// not: they are sent transient). Default: true. `false` declares
     /// transient classic queues, as the 2022 tutorial did, for fleets that
-    /// run that tutorial's servers on RabbitMQ 3.x; RabbitMQ 4.3 and later
-    /// refuse transient shared queues unless the operator allows them. A
-    /// quorum queue is always durable. A queue setting (see
+    /// run that tutorial's servers. Transient shared queues are deprecated
+    /// in RabbitMQ 4.x (`transient_nonexcl_queues`): 4.3 permits them by
+    /// default, its operator may deny them (binding then fails with
+    /// [`Error::Refused`](crate::Error::Refused),
+    /// [`Refusal::DeniedFeature`](crate::Refusal::DeniedFeature)), and a
+    /// later version will. A quorum queue is always durable. A queue setting (see
     /// [`queue_type`](Self::queue_type)).
     pub fn durable(mut self, durable: bool) -> ServerBuilder {
         self.declare.durable = Some(durable);
@@ -202,8 +205,8 @@ impl ServerBuilder {
     /// How many times the broker delivers one request before it drops it
     /// (or dead-letters it): `x-delivery-limit`, so a request that crashes
     /// every server it reaches cannot loop forever. Quorum queues only.
-    /// Default: not set (RabbitMQ 4.0 and later then apply 20; 3.x has no
-    /// limit). A queue setting (see [`queue_type`](Self::queue_type)).
+    /// Default: not set (RabbitMQ 4.x then applies 20, measured on 4.3.6:
+    /// dropped at the 21st delivery; 3.x has no limit). A queue setting (see [`queue_type`](Self::queue_type)).
     pub fn delivery_limit(mut self, limit: u32) -> ServerBuilder {
         self.declare.delivery_limit = Some(limit);
         self

@@ -286,6 +286,52 @@ pub async fn queue_info(queue: &str) -> Option<(String, String, String)> {
     })
 }
 
+/// A broker user of the test's own, with the permissions given on vhost
+/// `/` (configure, write, read: regular expressions, `^$` for none);
+/// deleted when dropped, even when the test fails.
+pub struct TestUser {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestUser {
+    pub async fn create(test: &str, configure: &str, write: &str, read: &str) -> TestUser {
+        let name = unique_queue(test);
+        let password = "test-password";
+        rabbitmqctl(&["-q", "add_user", &name, password]).await;
+        let user = TestUser {
+            url: url().replacen("guest:guest@", &format!("{name}:{password}@"), 1),
+            name,
+        };
+        assert!(
+            user.url.contains(&user.name),
+            "AMQP_URL logs in as guest:guest"
+        );
+        rabbitmqctl(&[
+            "-q",
+            "set_permissions",
+            "-p",
+            "/",
+            &user.name,
+            configure,
+            write,
+            read,
+        ])
+        .await;
+        user
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(rabbitmqctl_command())
+            .args(["-q", "delete_user", &self.name])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
 /// Deletes its queue when dropped, even when the test fails: queues
 /// declared exactly as a tutorial does carry no `x-expires`.
 pub struct DeleteOnDrop(pub String);
