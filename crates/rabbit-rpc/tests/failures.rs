@@ -291,13 +291,14 @@ async fn a_permission_the_user_lacks_is_a_refused_access_not_a_lost_connection()
     // Nor may it declare a queue of its own (configure denied for it).
     let user = common::TestUser::create("no_configure", "^$", ".*", ".*").await;
     let queue = common::unique_queue("no_configure");
-    let error = rabbit_rpc::Server::builder()
+    let bound = rabbit_rpc::Server::builder()
         .url(&user.url)
         .procedure(&queue, common::echo())
         .bind()
-        .await
-        .err()
-        .expect("binding needs the configure permission");
+        .await;
+    let Err(error) = bound else {
+        panic!("binding needs the configure permission");
+    };
     assert_eq!(
         error.refusal(),
         Some(rabbit_rpc::Refusal::Access),
