@@ -80,7 +80,7 @@ for pass in "${passes[@]}"; do
     log="$(mktemp "${TMPDIR:-/tmp}/rabbit-rpc-test.XXXXXX")"
     started=$SECONDS
     rc=0
-    cargo test --workspace --locked 2>&1 | tee "$log" || rc=$?
+    cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log" || rc=$?
     counts="$(awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d ignored", p, f, i }' "$log")"
     rm -f "$log"
     line="RabbitMQ $version: $counts in $((SECONDS - started)) s$( ((rc == 0)) || printf ' (cargo test exited %s)' "$rc")"

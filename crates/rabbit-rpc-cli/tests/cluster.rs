@@ -192,7 +192,16 @@ fn log_client() {
         .try_init();
 }
 
-async fn node_loss_under_load(reply_queue: ReplyQueue) -> (Vec<Event>, Vec<Outcome>, String) {
+/// What a run under load saw: the stops and starts, every call's outcome,
+/// the servers' logs, and when the load stopped.
+struct Run {
+    events: Vec<Event>,
+    outcomes: Vec<Outcome>,
+    logs: String,
+    load_stopped: Instant,
+}
+
+async fn node_loss_under_load(reply_queue: ReplyQueue) -> Run {
     log_client();
     cluster(&["up"]).await;
     let queue = common::unique_queue("cluster");
@@ -254,6 +263,7 @@ async fn node_loss_under_load(reply_queue: ReplyQueue) -> (Vec<Event>, Vec<Outco
         .filter(|line| line.trim() == queue)
         .count();
     load.stop.store(true, Ordering::SeqCst);
+    let load_stopped = Instant::now();
     let logs = servers
         .iter()
         .map(|s| format!("--- serve (pid {}):\n{}", s.pid, s.log()))
@@ -277,17 +287,29 @@ async fn node_loss_under_load(reply_queue: ReplyQueue) -> (Vec<Event>, Vec<Outco
         assert!(!line.contains("stopped: 0 answered"), "{line}");
     }
     let _ = client.close().await;
-    (events, outcomes, logs)
+    Run {
+        events,
+        outcomes,
+        logs,
+        load_stopped,
+    }
 }
 
 /// The checks both modes share: no call outlives its timeout, no call is
 /// answered wrongly, and around each stop or start (from when the command
-/// was issued until 5 s after it returned) no stretch without answers is
-/// longer than [`RECOVERY`]: throughput is back within 5 s.
-fn check_common(events: &[Event], outcomes: &[Outcome], logs: &str) {
+/// was issued until 5 s after it returned, or until the load stopped if
+/// that came first) no stretch without answers is longer than
+/// [`RECOVERY`]: throughput is back within 5 s.
+fn check_common(run: &Run) {
+    let Run {
+        events,
+        outcomes,
+        logs,
+        load_stopped,
+    } = run;
     let silences: Vec<Duration> = events
         .iter()
-        .map(|e| longest_silence(outcomes, e.began, e.ended + RECOVERY))
+        .map(|e| longest_silence(outcomes, e.began, (e.ended + RECOVERY).min(*load_stopped)))
         .collect();
     let report = events
         .iter()
@@ -325,8 +347,14 @@ fn check_common(events: &[Event], outcomes: &[Outcome], logs: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_stop_under_load_costs_only_the_calls_in_flight_on_the_cut_connection() {
     let _cluster = CLUSTER.lock().await;
-    let (events, outcomes, logs) = node_loss_under_load(ReplyQueue::DirectReplyTo).await;
-    check_common(&events, &outcomes, &logs);
+    let run = node_loss_under_load(ReplyQueue::DirectReplyTo).await;
+    check_common(&run);
+    let Run {
+        events,
+        outcomes,
+        logs,
+        ..
+    } = run;
     let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
     for outcome in &failed {
         let error = outcome.result.as_ref().unwrap_err();
@@ -365,8 +393,9 @@ async fn a_node_stop_under_load_costs_only_the_calls_in_flight_on_the_cut_connec
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_stop_under_load_fails_no_resilient_call() {
     let _cluster = CLUSTER.lock().await;
-    let (events, outcomes, logs) = node_loss_under_load(ReplyQueue::Resilient).await;
-    check_common(&events, &outcomes, &logs);
+    let run = node_loss_under_load(ReplyQueue::Resilient).await;
+    check_common(&run);
+    let Run { outcomes, logs, .. } = run;
     let failed: Vec<String> = outcomes
         .iter()
         .filter(|o| o.result.is_err())

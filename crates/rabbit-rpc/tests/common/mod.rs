@@ -395,25 +395,6 @@ pub async fn connections_named(name: &str) -> Vec<String> {
         .collect()
 }
 
-/// How many bytes the broker has received on the connections whose
-/// client-given name is `name`, in all.
-pub async fn bytes_received_from(name: &str) -> u64 {
-    let listing = rabbitmqctl(&[
-        "list_connections",
-        "-q",
-        "--no-table-headers",
-        "client_properties",
-        "recv_oct",
-    ])
-    .await;
-    let property = format!("{{\"connection_name\",\"{name}\"}}");
-    listing
-        .lines()
-        .filter(|line| line.contains(&property))
-        .filter_map(|line| line.rsplit('\t').next()?.trim().parse::<u64>().ok())
-        .sum()
-}
-
 /// Closes, from the broker's side, every connection whose client-given name
 /// is `name`; how many it closed.
 pub async fn close_connections_named(name: &str) -> usize {
