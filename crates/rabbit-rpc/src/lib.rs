@@ -6,10 +6,12 @@
 //! `correlation_id`, and acknowledges. This crate adds what the tutorial
 //! leaves out: many concurrent calls on one connection, deadlines, a
 //! distinct error for every failure ("no such queue", "no server", "too
-//! slow", "server error", "connection lost"), error replies instead of
-//! crashes, reconnection, many procedures per server, typed procedures with
-//! serde, and an in-memory broker for tests. It stays wire-compatible with
-//! the tutorial's clients and servers in every language (see [`protocol`]
+//! slow", "server error", "connection lost", "refused by the broker"),
+//! error replies instead of crashes, reconnection, many procedures per
+//! server, typed procedures with serde, and an in-memory broker for tests.
+//! It stays wire-compatible with the tutorial's clients and servers in
+//! every language, and with RabbitMQ's own AMQP 1.0 requesters and
+//! responders (see [`protocol`]
 //! and `docs/PROTOCOL.md`).
 //!
 //! # Quick start
