@@ -5,25 +5,15 @@ mod common;
 mod serve;
 
 use std::{
-    process::{Output, Stdio},
+    process::Output,
     time::{Duration, Instant},
 };
 
 use rabbit_rpc_cli::exit;
-use serve::{BIN, ServeProcess};
-use tokio::process::Command;
+use serve::ServeProcess;
 
 async fn rabbit_rpc(args: &[&str]) -> Output {
-    let run = Command::new(BIN)
-        .args(args)
-        .env("AMQP_URL", common::url())
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output();
-    tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("rabbit-rpc hung")
-        .expect("run rabbit-rpc")
+    serve::run(&common::url(), args).await
 }
 
 fn stdout(output: &Output) -> String {

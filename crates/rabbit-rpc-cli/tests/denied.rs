@@ -17,12 +17,12 @@ mod serve;
 
 use std::{
     path::PathBuf,
-    process::{Output, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
 use rabbit_rpc_cli::exit;
-use serve::{BIN, ServeProcess};
+use serve::ServeProcess;
 use tokio::process::Command;
 
 /// The denying node's AMQP port.
@@ -90,27 +90,13 @@ async fn denying_node() -> String {
     format!("amqp://guest:guest@127.0.0.1:{PORT}/%2f")
 }
 
-async fn rabbit_rpc(url: &str, args: &[&str]) -> Output {
-    let run = Command::new(BIN)
-        .arg("--url")
-        .arg(url)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output();
-    tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("rabbit-rpc hung")
-        .expect("run rabbit-rpc")
-}
-
 #[tokio::test]
 async fn serve_transient_where_the_operator_denies_it_exits_refused_with_one_line_and_the_fix() {
     let url = denying_node().await;
     let queue = common::unique_queue("denied_transient");
 
     let started = Instant::now();
-    let output = rabbit_rpc(&url, &["serve", "fib", "--queue", &queue, "--transient"]).await;
+    let output = serve::run(&url, &["serve", "fib", "--queue", &queue, "--transient"]).await;
     let took = started.elapsed();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(
@@ -146,7 +132,7 @@ async fn serve_transient_where_the_operator_denies_it_exits_refused_with_one_lin
         "{}",
         server.log()
     );
-    let output = rabbit_rpc(&url, &["call", "--queue", &queue, "30"]).await;
+    let output = serve::run(&url, &["call", "--queue", &queue, "30"]).await;
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
         "832040\n",

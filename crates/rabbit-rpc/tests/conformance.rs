@@ -369,6 +369,22 @@ async fn a_call_to_a_missing_queue_fails_at_once_with_no_route(broker: &Broker) 
 }
 
 /// A queue declared by a server that then leaves it, with nobody consuming.
+/// A reply queue as a client in another language would have one: declared,
+/// nobody consuming it, to read replies from with [`Broker::next`]. Named
+/// as rabbit-rpc's reply queues are, which servers answer by default.
+async fn hand_made_reply_queue(broker: &Broker) -> (String, Option<common::DeleteOnDrop>) {
+    let replies = format!("rabbit-rpc.reply.{}", uuid::Uuid::new_v4().simple());
+    let cleanup = matches!(broker, Broker::Real).then(|| common::DeleteOnDrop(replies.clone()));
+    Running::on(broker, &replies, common::echo(), |b| {
+        b.queue_argument("x-expires", 60_000)
+    })
+    .await
+    .stop()
+    .await
+    .unwrap();
+    (replies, cleanup)
+}
+
 async fn abandoned_queue(broker: &Broker, test: &str) -> (String, Option<common::DeleteOnDrop>) {
     let (queue, cleanup) = broker.queue(test);
     Running::on(broker, &queue, common::echo(), |b| b)
@@ -802,15 +818,7 @@ async fn a_typed_service_answers_its_typed_client_with_metadata_and_error_detail
     assert!(raw.to_string().contains("missing field `b`"), "{raw}");
     // A client in any language: JSON published by hand (plain lapin on
     // RabbitMQ), the reply read from a queue of its own.
-    let replies = format!("rabbit-rpc.reply.{}", uuid::Uuid::new_v4().simple());
-    let _cleanup = matches!(broker, Broker::Real).then(|| common::DeleteOnDrop(replies.clone()));
-    Running::on(broker, &replies, common::echo(), |b| {
-        b.queue_argument("x-expires", 60_000)
-    })
-    .await
-    .stop()
-    .await
-    .unwrap();
+    let (replies, _cleanup) = hand_made_reply_queue(broker).await;
     broker
         .publish(
             "conformance.add",
@@ -942,15 +950,7 @@ async fn after_a_lost_connection_a_server_skips_requests_whose_caller_is_gone(br
 /// are both, and a client sends its id as both.
 async fn requests_correlate_by_message_id_too_as_amqp_1_0_peers_do(broker: &Broker) {
     let server = Running::start(broker, "conf_message_id", common::echo(), |b| b).await;
-    let replies = format!("rabbit-rpc.reply.{}", uuid::Uuid::new_v4().simple());
-    let _cleanup = matches!(broker, Broker::Real).then(|| common::DeleteOnDrop(replies.clone()));
-    Running::on(broker, &replies, common::echo(), |b| {
-        b.queue_argument("x-expires", 60_000)
-    })
-    .await
-    .stop()
-    .await
-    .unwrap();
+    let (replies, _cleanup) = hand_made_reply_queue(broker).await;
     broker
         .publish(
             &server.queue,

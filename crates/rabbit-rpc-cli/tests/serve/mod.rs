@@ -5,7 +5,7 @@
 #![allow(dead_code, missing_docs)]
 
 use std::{
-    process::{ExitStatus, Stdio},
+    process::{ExitStatus, Output, Stdio},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -18,6 +18,21 @@ use tokio::{
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_rabbit-rpc");
+
+/// Runs `rabbit-rpc ARGS` to its end against the broker at `url` (given as
+/// `AMQP_URL`), with no `RUST_LOG`; fails the test if it takes over 60 s.
+pub async fn run(url: &str, args: &[&str]) -> Output {
+    let run = Command::new(BIN)
+        .args(args)
+        .env("AMQP_URL", url)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output();
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("rabbit-rpc hung")
+        .expect("run rabbit-rpc")
+}
 
 /// A running `rabbit-rpc serve`; killed if dropped. Its stderr is collected
 /// so failures can show it.
