@@ -158,6 +158,26 @@ start_ours() {
     ours_pid=$launched_pid
 }
 
+# call_fib30 CHECK PEER_LOG QUEUE [CALL OPTIONS...]: `rabbit-rpc call
+# --queue QUEUE OPTIONS... 30` against a peer's server must print exactly
+# 832040 and exit 0; on failure, shows its stderr and PEER_LOG (if any).
+call_fib30() {
+    local check=$1 peer_log=$2 queue=$3 rc=0
+    shift 3
+    bounded 60 "$work/call.out" "$work/call.err" "$BIN" call --queue "$queue" "$@" 30 || rc=$?
+    if ((rc == 0)) && printf '832040\n' | cmp -s - "$work/call.out"; then
+        ok "$check: fib(30) = 832040"
+        return 0
+    fi
+    fail "$check: expected exactly '832040' and exit 0, got exit $rc, stdout '$(cat "$work/call.out")', stderr:"
+    show <"$work/call.err"
+    if [ -n "$peer_log" ]; then
+        echo "    the peer's log:"
+        show <"$peer_log"
+    fi
+    return 1
+}
+
 # answered_by_ours PID LOG: stops our server PID and prints how many
 # requests it answered (from its "stopped: N answered" line in LOG), or
 # nothing.
