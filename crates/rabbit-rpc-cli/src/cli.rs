@@ -280,6 +280,12 @@ pub struct ServerArgs {
     /// [default: rabbit-rpc serve SERVICE...].
     #[arg(long)]
     pub connection_name: Option<String>,
+
+    /// Serve Prometheus metrics (/metrics), liveness (/livez) and readiness
+    /// (/readyz) over HTTP on ADDR, e.g. 127.0.0.1:9464 (port 0: any free
+    /// port, logged).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
 }
 
 /// The `--queue-type` values.

@@ -1,6 +1,8 @@
 //! `rabbit-rpc serve SERVICE...`: fib, echo, or both over one connection.
 
-use rabbit_rpc::{Error, QueueOrigin, QueueType, Request, Server, Status, handler_fn};
+use rabbit_rpc::{
+    Error, Health, QueueOrigin, QueueType, Request, Server, Status, handler_fn, http,
+};
 use tracing::{info, warn};
 
 use crate::{
@@ -59,10 +61,13 @@ pub async fn serve(
     if server_args.allow_any_reply_to {
         builder = builder.allow_any_reply_to();
     }
-    let server = builder
-        .confirm_replies(server_args.confirm_replies)
-        .bind()
-        .await?;
+    let builder = builder.confirm_replies(server_args.confirm_replies);
+    if let Some(address) = &server_args.http {
+        // Before binding: probes answer "connecting" from the start, and
+        // the server takes its metric handles from the recorder.
+        operations_endpoint(address, builder.health()).await;
+    }
+    let server = builder.bind().await?;
     for (service, queue) in queues {
         let origin = match server.queue_origin(queue) {
             Some(QueueOrigin::Joined) => "existing queue, served as it is".to_owned(),
@@ -93,6 +98,30 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Serves metrics, liveness and readiness on `address`, in the background.
+/// A failure to listen there ends the process with one line (before any
+/// connection is made).
+async fn operations_endpoint(address: &str, health: Health) {
+    let metrics = match http::Metrics::install() {
+        Ok(metrics) => metrics,
+        Err(error) => fail(&error.to_string()),
+    };
+    let endpoint = match http::Endpoint::bind(address).await {
+        Ok(endpoint) => endpoint,
+        Err(error) => fail(&format!("{error}; choose another address for --http")),
+    };
+    let listening = endpoint
+        .local_addr()
+        .map_or_else(|_| address.to_owned(), |a| a.to_string());
+    tokio::spawn(endpoint.metrics(metrics).health(health).serve());
+    info!("metrics and probes on http://{listening}: /metrics, /livez, /readyz");
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(i32::from(exit::FAILURE))
 }
 
 /// The queue `serve` declares when it does not exist, in a few words.

@@ -97,11 +97,16 @@
 //!
 //! - `macros` (default): the [`service`] attribute.
 //! - `test-util`: [`MemoryBroker`], an in-memory broker for tests.
+//! - `http`: [`http::Endpoint`], Prometheus metrics, liveness and readiness
+//!   over HTTP, for running a server in production.
 
 mod client;
 pub mod codec;
 mod error;
+#[cfg(feature = "http")]
+pub mod http;
 mod metadata;
+pub mod metrics;
 pub mod protocol;
 mod server;
 mod service;
@@ -112,8 +117,9 @@ pub use client::{CallOptions, Client, ClientBuilder, Reply, ReplyQueue};
 pub use error::{BrokerError, Error, Refusal};
 pub use metadata::Metadata;
 pub use server::{
-    BlockingFn, Context, Handler, HandlerFn, Procedure, QueueOrigin, QueueType, Request, Response,
-    Server, ServerBuilder, ServerStats, TypedFn, blocking_fn, handler_fn, typed_fn,
+    BlockingFn, Context, Handler, HandlerFn, Health, Procedure, QueueOrigin, QueueType, Request,
+    Response, Server, ServerBuilder, ServerState, ServerStats, TypedFn, blocking_fn, handler_fn,
+    typed_fn,
 };
 pub use service::Service;
 pub use status::{Code, Status};

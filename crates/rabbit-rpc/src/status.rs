@@ -44,6 +44,40 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code, in [`Code::index`] order.
+    pub(crate) const ALL: [Code; 12] = [
+        Code::Ok,
+        Code::InvalidArgument,
+        Code::DeadlineExceeded,
+        Code::NotFound,
+        Code::ResourceExhausted,
+        Code::PermissionDenied,
+        Code::Unauthenticated,
+        Code::FailedPrecondition,
+        Code::Unavailable,
+        Code::Unimplemented,
+        Code::Internal,
+        Code::Unknown,
+    ];
+
+    /// The code's place in [`Code::ALL`].
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Code::Ok => 0,
+            Code::InvalidArgument => 1,
+            Code::DeadlineExceeded => 2,
+            Code::NotFound => 3,
+            Code::ResourceExhausted => 4,
+            Code::PermissionDenied => 5,
+            Code::Unauthenticated => 6,
+            Code::FailedPrecondition => 7,
+            Code::Unavailable => 8,
+            Code::Unimplemented => 9,
+            Code::Internal => 10,
+            Code::Unknown => 11,
+        }
+    }
+
     /// The code's name on the wire, e.g. `"invalid_argument"`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -229,25 +263,11 @@ impl std::error::Error for Status {}
 mod tests {
     use super::*;
 
-    const ALL: [Code; 12] = [
-        Code::Ok,
-        Code::InvalidArgument,
-        Code::DeadlineExceeded,
-        Code::NotFound,
-        Code::ResourceExhausted,
-        Code::PermissionDenied,
-        Code::Unauthenticated,
-        Code::FailedPrecondition,
-        Code::Unavailable,
-        Code::Unimplemented,
-        Code::Internal,
-        Code::Unknown,
-    ];
-
     #[test]
-    fn wire_names_round_trip() {
-        for code in ALL {
+    fn wire_names_round_trip_and_indexes_match() {
+        for (index, code) in Code::ALL.into_iter().enumerate() {
             assert_eq!(Code::from_wire(code.as_str()), code);
+            assert_eq!(code.index(), index);
         }
     }
 

@@ -24,7 +24,9 @@ pub use builder::{CallOptions, ClientBuilder, ReplyQueue};
 pub use reply::Reply;
 
 use crate::{
-    Error, protocol,
+    Code, Error,
+    metrics::ClientMetrics,
+    protocol,
     transport::{Confirm, Confirmed},
 };
 use in_flight::Pending;
@@ -88,6 +90,8 @@ struct Inner {
     /// What outlives connections, for a [`ReplyQueue::Resilient`] client.
     resilient: Option<Arc<Resilient>>,
     unknown_replies: Arc<AtomicU64>,
+    /// For the application's metrics recorder (see [`crate::metrics`]).
+    metrics: ClientMetrics,
     closed: CancellationToken,
     supervisor: JoinHandle<()>,
 }
@@ -206,10 +210,15 @@ impl Client {
             timeout,
             deadline,
         };
-        match &inner.resilient {
+        let result = match &inner.resilient {
             Some(resilient) => self.call_resilient(&call, resilient).await,
             None => self.call_once(&call).await,
-        }
+        };
+        let code = result.as_ref().map_or_else(Error::code, |_| Code::Ok);
+        inner
+            .metrics
+            .call(queue, code, started.elapsed().as_secs_f64());
+        result
     }
 
     /// A call that fails with its connection: published once, its reply
@@ -542,6 +551,7 @@ impl Client {
                 probes: Probes::default(),
                 resilient,
                 unknown_replies,
+                metrics: ClientMetrics::default(),
                 closed,
                 supervisor,
             }),

@@ -326,6 +326,7 @@ pub(super) async fn supervise(
             return;
         }
         info!("the client reconnected to {}", session.connection.peer());
+        ::metrics::counter!(crate::metrics::CLIENT_RECONNECTIONS).increment(1);
         ended = next_end;
         connected = tokio::time::Instant::now();
     }

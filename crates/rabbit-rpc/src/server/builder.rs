@@ -11,8 +11,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Server, ServerStats, Settings,
+    Health, Server, ServerStats, Settings,
     handler::Handler,
+    health::HealthSender,
     procedure::Procedure,
     queue::{QueueSettings, QueueType},
     reply_to::{RefusalLog, ReplyToPolicy},
@@ -60,6 +61,7 @@ pub struct ServerBuilder {
     drain_timeout: Duration,
     reconnect: bool,
     confirm_replies: bool,
+    health: HealthSender,
 }
 
 impl Default for ServerBuilder {
@@ -76,6 +78,7 @@ impl Default for ServerBuilder {
             drain_timeout: Duration::from_secs(30),
             reconnect: true,
             confirm_replies: false,
+            health: HealthSender::default(),
         }
     }
 }
@@ -314,6 +317,14 @@ impl ServerBuilder {
         self
     }
 
+    /// The health of the server this builder binds, for probes that must
+    /// answer before it is bound: [`ServerState::Connecting`](super::ServerState::Connecting)
+    /// until [`bind`](Self::bind) succeeds, then as
+    /// [`Server::health`](super::Server::health).
+    pub fn health(&self) -> Health {
+        self.health.health()
+    }
+
     /// Connects, joins or declares each procedure's queue (see
     /// [`queue_type`](Self::queue_type)) and starts consuming them. When
     /// this returns, requests are being received (and wait for
@@ -325,8 +336,8 @@ impl ServerBuilder {
     /// transient quorum queue, a delivery limit on a classic one), all
     /// before connecting; [`Error::InvalidUrl`], [`Error::Connect`],
     /// [`Error::QueueMismatch`] when a queue exists with other settings than
-    /// those given, [`Error::Declare`] when the broker refuses a queue
-    /// otherwise, or another broker error.
+    /// those given, [`Error::Refused`] when the broker refuses a queue (a
+    /// permission, a denied feature), or another broker error.
     pub async fn bind(self) -> Result<Server, Error> {
         let running = self.running()?;
         let link = self.link()?;
@@ -336,6 +347,10 @@ impl ServerBuilder {
         let reconnections = Arc::new(AtomicU64::new(0));
         let counters: Vec<Arc<Counters>> =
             running.iter().map(|r| Arc::clone(&r.counters)).collect();
+        self.health
+            .serving(running.iter().map(|r| r.queue.to_string()).collect());
+        // Shown at zero from the start, not only after a first loss.
+        ::metrics::counter!(crate::metrics::SERVER_RECONNECTIONS).increment(0);
         Ok(Server {
             stats: ServerStats::of(&counters, &reconnections),
             settings: Arc::new(Settings {
@@ -344,6 +359,7 @@ impl ServerBuilder {
                 drain_timeout: self.drain_timeout,
                 reconnect: self.reconnect,
                 reconnections,
+                health: self.health,
             }),
             session,
         })
@@ -385,7 +401,7 @@ impl ServerBuilder {
                 declare,
                 max_request_size: procedure.max_request_size.unwrap_or(self.max_request_size),
                 max_reply_size: procedure.max_reply_size.unwrap_or(self.max_reply_size),
-                counters: Arc::default(),
+                counters: Arc::new(Counters::new(&procedure.queue)),
                 permits: Arc::new(Semaphore::new(concurrency.min(Semaphore::MAX_PERMITS))),
                 common: Arc::clone(&common),
             }));

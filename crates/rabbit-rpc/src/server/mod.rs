@@ -16,6 +16,7 @@ mod callers;
 mod context;
 mod dispatch;
 mod handler;
+mod health;
 mod procedure;
 mod queue;
 mod reply_to;
@@ -38,6 +39,7 @@ pub use context::Context;
 pub use handler::{
     BlockingFn, Handler, HandlerFn, Request, Response, TypedFn, blocking_fn, handler_fn, typed_fn,
 };
+pub use health::{Health, ServerState};
 pub use procedure::Procedure;
 pub use queue::{QueueOrigin, QueueType};
 pub use stats::ServerStats;
@@ -57,6 +59,7 @@ struct Settings {
     drain_timeout: Duration,
     reconnect: bool,
     reconnections: Arc<AtomicU64>,
+    health: health::HealthSender,
 }
 
 /// A server bound to its queues; [`Server::serve`] runs it.
@@ -122,6 +125,14 @@ impl Server {
         Some(self.session.consuming[index].origin)
     }
 
+    /// Whether the server takes requests now, for readiness and liveness
+    /// probes: [`ServerState::Serving`] once bound, `Reconnecting` while its
+    /// connection is lost, `Draining` once shutdown starts, `Stopped` when
+    /// serving has ended.
+    pub fn health(&self) -> Health {
+        self.settings.health.health()
+    }
+
     /// The server's counters, all procedures together, to read while it
     /// serves.
     pub fn stats(&self) -> ServerStats {
@@ -184,10 +195,15 @@ impl Server {
             let Ended::Lost { reason, unparsable } = ended else {
                 break;
             };
+            // Not ready from now: closing a dead connection may take a while.
+            settings.health.set(ServerState::Reconnecting {
+                reason: reason.clone(),
+            });
             // Whatever broke, start afresh: the old connection's
             // unacknowledged requests go back to the queue.
             session.close("reconnecting").await;
             if !settings.reconnect {
+                settings.health.set(ServerState::Stopped);
                 return Err(Error::ConnectionLost { reason });
             }
             warn!(%reason, "the server lost the broker; reconnecting");
@@ -207,19 +223,24 @@ impl Server {
                 )
                 .await;
             let Some(fresh) = reopened else {
+                settings.health.set(ServerState::Draining);
                 drain(procedures, &tasks, settings.drain_timeout).await;
+                settings.health.set(ServerState::Stopped);
                 return Ok(());
             };
             session = fresh;
             session.callers = Some(Arc::new(callers::Callers::new(&settings.link)));
             stats.reconnected();
+            settings.health.set(ServerState::Serving);
             reconnected(&session, procedures);
         }
         // No request starts from here on, then no new deliveries.
+        settings.health.set(ServerState::Draining);
         procedures[0].common.draining.cancel();
         dispatch::stop_consuming(&mut session, procedures).await;
         drain(procedures, &tasks, settings.drain_timeout).await;
         session.close("server shutting down").await;
+        settings.health.set(ServerState::Stopped);
         Ok(())
     }
 }

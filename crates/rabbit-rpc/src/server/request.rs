@@ -162,6 +162,8 @@ impl Running {
             redelivered,
             acker,
         } = delivery;
+        let metrics = &self.counters.metrics;
+        let _in_flight = metrics.in_flight(body.len());
         if redelivered {
             self.counters.add(Count::Redelivered);
         }
@@ -253,6 +255,11 @@ impl Running {
         match confirmed {
             Some(Confirmed::Taken | Confirmed::Returned) => {
                 ack(&acker, &origin.lost).await;
+                metrics.answered(
+                    answer.code,
+                    answer.body.len(),
+                    received.elapsed().as_secs_f64(),
+                );
                 self.counters.add(Count::Answered);
                 if failed {
                     self.counters.add(Count::Error);

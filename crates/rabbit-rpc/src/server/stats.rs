@@ -6,6 +6,8 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
+use crate::metrics::{Outcome, ProcedureMetrics};
+
 /// A running server's counters, readable at any time from another task:
 /// for the whole server ([`Server::stats`](super::Server::stats)) or one
 /// procedure ([`Server::procedure_stats`](super::Server::procedure_stats)).
@@ -16,8 +18,9 @@ pub struct ServerStats {
     reconnections: Arc<AtomicU64>,
 }
 
-/// One procedure's counters.
-#[derive(Debug, Default)]
+/// One procedure's counters, and its measurements for the application's
+/// metrics recorder (see [`crate::metrics`]).
+#[derive(Debug)]
 pub(super) struct Counters {
     answered: AtomicU64,
     errors: AtomicU64,
@@ -26,6 +29,7 @@ pub(super) struct Counters {
     redelivered: AtomicU64,
     requeued: AtomicU64,
     refused: AtomicU64,
+    pub(super) metrics: ProcedureMetrics,
 }
 
 /// Which counter to add one to.
@@ -41,17 +45,34 @@ pub(super) enum Count {
 }
 
 impl Counters {
+    /// Zeroes for the procedure on `queue`.
+    pub(super) fn new(queue: &str) -> Counters {
+        Counters {
+            answered: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            redelivered: AtomicU64::new(0),
+            requeued: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            metrics: ProcedureMetrics::new(queue),
+        }
+    }
+
     pub(super) fn add(&self, count: Count) {
-        let counter = match count {
-            Count::Answered => &self.answered,
-            Count::Error => &self.errors,
-            Count::Expired => &self.expired,
-            Count::Dropped => &self.dropped,
-            Count::Redelivered => &self.redelivered,
-            Count::Requeued => &self.requeued,
-            Count::Refused => &self.refused,
+        let (counter, outcome) = match count {
+            Count::Answered => (&self.answered, None),
+            Count::Error => (&self.errors, None),
+            Count::Expired => (&self.expired, Some(Outcome::Expired)),
+            Count::Dropped => (&self.dropped, Some(Outcome::Dropped)),
+            Count::Redelivered => (&self.redelivered, Some(Outcome::Redelivered)),
+            Count::Requeued => (&self.requeued, Some(Outcome::Requeued)),
+            Count::Refused => (&self.refused, Some(Outcome::Refused)),
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(outcome) = outcome {
+            self.metrics.outcome(outcome);
+        }
     }
 }
 
@@ -66,6 +87,7 @@ impl ServerStats {
 
     pub(super) fn reconnected(&self) {
         self.reconnections.fetch_add(1, Ordering::Relaxed);
+        ::metrics::counter!(crate::metrics::SERVER_RECONNECTIONS).increment(1);
     }
 
     fn sum(&self, counter: impl Fn(&Counters) -> &AtomicU64) -> u64 {
@@ -151,7 +173,7 @@ mod tests {
 
     #[test]
     fn the_server_sums_its_procedures() {
-        let (a, b) = (Arc::new(Counters::default()), Arc::new(Counters::default()));
+        let (a, b) = (Arc::new(Counters::new("a")), Arc::new(Counters::new("b")));
         let reconnections = Arc::default();
         let all = ServerStats::of(&[Arc::clone(&a), Arc::clone(&b)], &reconnections);
         let only_b = ServerStats::of(&[Arc::clone(&b)], &reconnections);
