@@ -541,3 +541,54 @@ async fn serve_help_says_where_each_service_listens() {
         assert!(help.contains(says), "{says}: {help}");
     }
 }
+
+#[tokio::test]
+async fn serve_http_answers_probes_and_counts_the_calls_in_prometheus_text() {
+    let queue = common::unique_queue("cli_http");
+    let mut server = ServeProcess::start("fib", &queue, &["--http", "127.0.0.1:0"]).await;
+    let address = server.http_address();
+    assert_eq!(
+        common::http_get(&address, "/readyz").await,
+        (200, format!("serving {queue}\n"))
+    );
+    assert_eq!(common::http_get(&address, "/livez").await.0, 200);
+    for n in ["10", "20", "30"] {
+        assert_eq!(
+            code(&rabbit_rpc(&["call", "--queue", &queue, n]).await),
+            exit::OK
+        );
+    }
+    let failed = rabbit_rpc(&["call", "--queue", &queue, "--", "-1"]).await;
+    assert_eq!(code(&failed), exit::REMOTE_ERROR);
+    let (status, scrape) = common::http_get(&address, "/metrics").await;
+    assert_eq!(status, 200);
+    let count = |code: &str| {
+        let prefix = format!(
+            "rpc_server_call_duration_seconds_count{{rpc_method=\"{queue}\",rpc_response_status_code=\"{code}\"}} "
+        );
+        scrape
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map(str::to_owned)
+    };
+    assert_eq!(count("ok").as_deref(), Some("3"), "{scrape}");
+    assert_eq!(count("invalid_argument").as_deref(), Some("1"), "{scrape}");
+    server.stop().await;
+    common::delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn serve_http_on_a_taken_address_exits_with_one_line() {
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let queue = common::unique_queue("cli_http_taken");
+    let output = rabbit_rpc(&["serve", "fib", "--queue", &queue, "--http", &address]).await;
+    assert_eq!(code(&output), exit::FAILURE);
+    let message = stderr(&output);
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(
+        message.contains(&format!("cannot listen on {address}")),
+        "{message}"
+    );
+    assert!(message.contains("--http"), "{message}");
+}

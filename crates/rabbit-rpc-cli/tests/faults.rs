@@ -324,7 +324,9 @@ async fn broker_side_close_of_server_and_client_connections_under_load_recovers(
 async fn broker_restart_under_a_running_server_and_a_long_lived_client_recovers_within_20s() {
     let _broker = BROKER.lock().await;
     let queue = common::unique_queue("faults_restart");
-    let mut server = serve(&queue, &[]).await;
+    let mut server = serve(&queue, &["--http", "127.0.0.1:0"]).await;
+    let probes = server.http_address();
+    assert_eq!(common::http_get(&probes, "/readyz").await.0, 200);
     let client = client(&format!("{queue}.client")).await;
     let reply = client
         .call(&queue, "30")
@@ -333,6 +335,12 @@ async fn broker_restart_under_a_running_server_and_a_long_lived_client_recovers_
     assert_eq!(reply.text(), fib(30).to_string());
 
     let mut broker = BrokerStopped::stop().await;
+    // The server's readiness probe fails while the broker is away (the
+    // connection was lost while stop_app ran), its liveness probe does not.
+    let (status, why) = common::http_get(&probes, "/readyz").await;
+    assert_eq!(status, 503, "{why}");
+    assert!(why.contains("reconnecting"), "{why}");
+    assert_eq!(common::http_get(&probes, "/livez").await.0, 200);
     // While the broker is down a call fails; it does not hang past its
     // timeout.
     let down = CallOptions::new().timeout(Duration::from_secs(2));
@@ -354,6 +362,11 @@ async fn broker_restart_under_a_running_server_and_a_long_lived_client_recovers_
     eprintln!(
         "broker restart: a call on the same client succeeded {recovered_after:?} after start_app returned"
     );
+    common::wait_until(Duration::from_secs(20), "the server is ready again", || {
+        let probes = probes.clone();
+        async move { common::http_get(&probes, "/readyz").await.0 == 200 }
+    })
+    .await;
     drop(broker);
 
     server.stop().await;

@@ -110,6 +110,23 @@ impl ServeProcess {
             .collect()
     }
 
+    /// The address of its operations endpoint (`serve --http`), as logged.
+    pub fn http_address(&self) -> String {
+        self.lines(|line| line.contains("metrics and probes on http://"))
+            .first()
+            .and_then(|line| {
+                let rest = &line[line.find("http://")? + "http://".len()..];
+                Some(rest.split(':').take(2).collect::<Vec<_>>().join(":"))
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no operations endpoint in the log:
+{}",
+                    self.log()
+                )
+            })
+    }
+
     /// Sends `signal` (e.g. `-TERM`, `-KILL`) with `kill`.
     pub fn signal(&self, signal: &str) {
         let status = std::process::Command::new("kill")

@@ -405,6 +405,28 @@ pub async fn close_connections_named(name: &str) -> usize {
     pids.len()
 }
 
+/// `GET path` from the HTTP server at `address` (`host:port`): its status
+/// code and body. Enough HTTP/1.0 for probing an operations endpoint.
+pub async fn http_get(address: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {address}: {e}"));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in: {response}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or_else(String::new, |(_, body)| body.to_owned());
+    (status, body)
+}
+
 /// Starts a call in the background, with `timeout`.
 pub fn spawn_call(
     client: &Client,
