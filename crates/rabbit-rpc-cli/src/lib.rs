@@ -7,3 +7,4 @@ pub mod cli;
 pub mod exit;
 pub mod fib;
 pub mod serve;
+pub mod telemetry;

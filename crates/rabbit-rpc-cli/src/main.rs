@@ -1,21 +1,29 @@
 //! The `rabbit-rpc` command.
 
-use std::{
-    io::{IsTerminal, Write},
-    process::ExitCode,
-};
+use std::{io::Write, process::ExitCode};
 
 use clap::{CommandFactory, Parser};
 use rabbit_rpc_cli::{
     bench, call,
     cli::{Cli, Command},
-    exit, serve,
+    exit, serve, telemetry,
 };
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.command);
+    // `serve` logs at info; `call` and `bench` keep stderr for their one
+    // error line.
+    let default_level = match cli.command {
+        Command::Serve { .. } => "info",
+        Command::Call(_) | Command::Bench(_) => "error",
+    };
+    let telemetry = match telemetry::init(default_level) {
+        Ok(telemetry) => telemetry,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
     install_panic_hook();
     let mut builder = if cli.threads == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -31,7 +39,9 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
-    ExitCode::from(runtime.block_on(run(cli)))
+    let code = runtime.block_on(run(cli));
+    telemetry.shutdown();
+    ExitCode::from(code)
 }
 
 async fn run(cli: Cli) -> u8 {
@@ -82,36 +92,6 @@ async fn run(cli: Cli) -> u8 {
             exit::code_for(&error)
         }
     }
-}
-
-/// Logs go to stderr. `serve` logs at info; `call` keeps stderr for its one
-/// error line. `RUST_LOG` overrides both. lapin's own logs stay off unless
-/// `RUST_LOG` names it (`RUST_LOG=info,lapin=debug`): it logs every closed
-/// channel as an error, including the expected "no such queue" answers to
-/// our probes, and every failure that matters is reported by our code in
-/// its own words.
-fn init_logging(command: &Command) {
-    let default = match command {
-        Command::Serve { .. } => "info",
-        Command::Call(_) | Command::Bench(_) => "error",
-    };
-    let mut spec = std::env::var("RUST_LOG")
-        .ok()
-        .filter(|spec| !spec.trim().is_empty())
-        .unwrap_or_else(|| default.to_owned());
-    for quiet in ["lapin", "amq_protocol"] {
-        if !spec.contains(quiet) {
-            spec.push_str(&format!(",{quiet}=off"));
-        }
-    }
-    let filter = EnvFilter::try_new(&spec)
-        .unwrap_or_else(|_| EnvFilter::new(format!("{default},lapin=off,amq_protocol=off")));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
 }
 
 /// A panic is a bug; report it in one line rather than a backtrace dump.

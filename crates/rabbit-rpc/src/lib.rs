@@ -99,6 +99,8 @@
 //! - `test-util`: [`MemoryBroker`], an in-memory broker for tests.
 //! - `http`: [`http::Endpoint`], Prometheus metrics, liveness and readiness
 //!   over HTTP, for running a server in production.
+//! - `opentelemetry`: W3C trace context across the broker: a server's span
+//!   is the child of its caller's, and its reply carries the trace on.
 
 mod client;
 pub mod codec;
@@ -111,6 +113,7 @@ pub mod protocol;
 mod server;
 mod service;
 mod status;
+mod trace;
 mod transport;
 
 pub use client::{CallOptions, Client, ClientBuilder, Reply, ReplyQueue};

@@ -158,6 +158,16 @@ pub(crate) fn reply<'a>(
     }
 }
 
+/// Adds the W3C trace context (`traceparent`, `tracestate`) of the span a
+/// message continues; tutorial peers ignore the headers.
+pub(crate) fn add_trace<'a>(message: &mut Outgoing<'a>, trace: &'a crate::trace::TraceHeaders) {
+    message.headers.extend(
+        trace
+            .iter()
+            .map(|(name, value)| (*name, HeaderValue::Text(value))),
+    );
+}
+
 /// Reads a reply: [`STATUS_HEADER`] absent or `"ok"` is a success, anything
 /// else an error whose message is the body.
 pub(crate) fn decode_reply(properties: &Properties, body: Vec<u8>) -> Result<Reply, Status> {

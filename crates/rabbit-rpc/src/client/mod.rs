@@ -23,10 +23,12 @@ use tokio_util::sync::CancellationToken;
 pub use builder::{CallOptions, ClientBuilder, ReplyQueue};
 pub use reply::Reply;
 
+use tracing::Instrument;
+
 use crate::{
     Code, Error,
     metrics::ClientMetrics,
-    protocol,
+    protocol, trace,
     transport::{Confirm, Confirmed},
 };
 use in_flight::Pending;
@@ -45,6 +47,8 @@ struct Call<'a> {
     options: &'a CallOptions,
     timeout: Duration,
     deadline: Instant,
+    /// The call's trace context, for the request's headers.
+    trace: trace::TraceHeaders,
 }
 
 impl Call<'_> {
@@ -202,6 +206,7 @@ impl Client {
         // A timeout too large for the clock (`Duration::MAX` for "no
         // timeout") means a deadline that never comes.
         let deadline = started + timeout.min(NEVER);
+        let span = trace::client_span(queue);
         let call = Call {
             queue,
             body,
@@ -209,12 +214,18 @@ impl Client {
             options,
             timeout,
             deadline,
+            trace: trace::headers(&span),
         };
         let result = match &inner.resilient {
-            Some(resilient) => self.call_resilient(&call, resilient).await,
-            None => self.call_once(&call).await,
+            Some(resilient) => {
+                self.call_resilient(&call, resilient)
+                    .instrument(span.clone())
+                    .await
+            }
+            None => self.call_once(&call).instrument(span.clone()).await,
         };
         let code = result.as_ref().map_or_else(Error::code, |_| Code::Ok);
+        trace::finish(&span, code, false);
         inner
             .metrics
             .call(queue, code, started.elapsed().as_secs_f64());
@@ -334,13 +345,14 @@ impl Client {
         id: &str,
         check: std::pin::Pin<&mut tokio::time::Sleep>,
     ) -> Result<Result<Confirm, Error>, Error> {
-        let message = protocol::request(
+        let mut message = protocol::request(
             &session.reply_to,
             id,
             call.deadline.saturating_duration_since(Instant::now()),
             call.content_type,
             &call.options.metadata,
         );
+        protocol::add_trace(&mut message, &call.trace);
         let publish = session
             .channel
             .publish(call.queue, true, &message, call.body);

@@ -6,7 +6,7 @@ use std::{future::Future, panic::AssertUnwindSafe, sync::Arc};
 use futures_util::FutureExt;
 use tokio::{sync::Semaphore, time::Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, warn};
+use tracing::{Instrument, debug, error, warn};
 
 use super::{
     Context, Failure,
@@ -19,6 +19,7 @@ use super::{
 use crate::{
     Code, Status,
     protocol::{self, ERROR_CONTENT_TYPE, MAX_CORRELATION_ID_LEN, MAX_DETAILS},
+    trace,
     transport::{Acker, Channel, Confirmed, Connection, Delivery, Properties},
 };
 
@@ -164,6 +165,7 @@ impl Running {
         } = delivery;
         let metrics = &self.counters.metrics;
         let _in_flight = metrics.in_flight(body.len());
+        let span = trace::server_span(&self.queue, protocol::request_id(&properties), &properties);
         if redelivered {
             self.counters.add(Count::Redelivered);
         }
@@ -219,18 +221,22 @@ impl Running {
             Ok(()) if origin.lost.is_cancelled() => return,
             Ok(()) => {
                 self.run_handler(&properties, body, redelivered, deadline)
+                    .instrument(span.clone())
                     .await
             }
             Err(status) => Err(status),
         };
         let answer = Answer::new(result, self.max_reply_size);
         let failed = answer.code != Code::Ok;
-        let message = protocol::reply(
+        trace::finish(&span, answer.code, true);
+        let trace_headers = trace::headers(&span);
+        let mut message = protocol::reply(
             protocol::request_id(&properties),
             answer.code,
             answer.content_type.as_deref().or(properties.content_type()),
             answer.details.as_deref(),
         );
+        protocol::add_trace(&mut message, &trace_headers);
         let channel = origin.replies.to(reply_to);
         let published = unless_lost(
             &origin.lost,
