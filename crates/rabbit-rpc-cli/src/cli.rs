@@ -393,6 +393,12 @@ pub struct BenchArgs {
     /// to this SVG file.
     #[arg(long, value_name = "FILE")]
     pub report: Option<std::path::PathBuf>,
+
+    /// The server's operations endpoint (`serve --http ADDR`): what the
+    /// server saw of the run, from its /metrics before and after, is shown
+    /// beside the client's figures.
+    #[arg(long, value_name = "ADDR")]
+    pub server_http: Option<String>,
 }
 
 impl BenchArgs {

@@ -592,3 +592,37 @@ async fn serve_http_on_a_taken_address_exits_with_one_line() {
     );
     assert!(message.contains("--http"), "{message}");
 }
+
+#[tokio::test]
+async fn bench_with_server_http_shows_what_the_server_saw() {
+    let queue = common::unique_queue("cli_bench_server");
+    let mut server = ServeProcess::start("fib", &queue, &["--http", "127.0.0.1:0"]).await;
+    let address = server.http_address();
+    let output = rabbit_rpc(&[
+        "bench",
+        "--queue",
+        &queue,
+        "--calls",
+        "300",
+        "--inflight",
+        "10",
+        "--json",
+        "--server-http",
+        &address,
+    ])
+    .await;
+    assert_eq!(code(&output), exit::OK, "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("  server      300 answered (ok 300)"),
+        "{text}"
+    );
+    let summary: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["server"]["answered_by_code"]["ok"], 300, "{text}");
+    assert!(
+        summary["server"]["p50_ms"].as_f64().unwrap() > 0.0,
+        "{text}"
+    );
+    server.stop().await;
+    common::delete_queue(&queue).await;
+}

@@ -4,6 +4,7 @@
 
 mod record;
 mod report;
+mod server;
 mod summary;
 pub mod usage;
 
@@ -80,6 +81,10 @@ pub async fn bench(urls: &[String], args: &BenchArgs) -> Result<Summary, Error> 
         Err(error) => return Err(error),
     }
 
+    let server_before = match &args.server_http {
+        Some(address) => server_scrape(address, &args.queue).await,
+        None => None,
+    };
     let started = Instant::now();
     let plan = match args.duration {
         Some(duration) => Plan::Until(started + duration),
@@ -123,11 +128,18 @@ pub async fn bench(urls: &[String], args: &BenchArgs) -> Result<Summary, Error> 
         _ => None,
     };
     let _ = client.close().await;
+    let server = match (&args.server_http, server_before) {
+        (Some(address), Some(before)) => server_scrape(address, &args.queue)
+            .await
+            .map(|after| after.since(&before)),
+        _ => None,
+    };
 
     // Every worker has ended, so this is the last reference.
     let record = Arc::into_inner(record).expect("workers and ticker have ended");
     let seen = record.finish(elapsed);
-    let summary = Summary::new(args, &seen, elapsed, cpu, &rss);
+    let mut summary = Summary::new(args, &seen, elapsed, cpu, &rss);
+    summary.server = server;
     if let Some(path) = &args.report
         && let Err(error) = report::write_svg(path, &summary, &seen.latencies)
     {
@@ -137,6 +149,18 @@ pub async fn bench(urls: &[String], args: &BenchArgs) -> Result<Summary, Error> 
         );
     }
     Ok(summary)
+}
+
+/// A scrape of the server's /metrics, or a warning (the run goes on
+/// without the server's figures).
+async fn server_scrape(address: &str, queue: &str) -> Option<server::Scrape> {
+    match server::scrape(address, queue).await {
+        Ok(scrape) => Some(scrape),
+        Err(error) => {
+            eprintln!("warning: {error}; the summary leaves out the server's figures");
+            None
+        }
+    }
 }
 
 /// Makes calls one after another while the plan allows.

@@ -4,6 +4,7 @@ use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
 use serde::Serialize;
 
+pub use super::server::ServerSide;
 use super::{record, usage};
 use crate::cli::BenchArgs;
 
@@ -48,6 +49,10 @@ pub struct Summary {
     pub client_peak_rss_mib: Option<f64>,
     /// One sample a second through the run.
     pub timeline: Vec<Sample>,
+    /// What the server saw of the run, from its /metrics
+    /// (`--server-http`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerSide>,
 }
 
 /// One second of the run.
@@ -139,6 +144,7 @@ impl Summary {
             client_cpu_s: cpu.map(|cpu| cpu.as_secs_f64()),
             client_peak_rss_mib: usage::peak_rss().map(|bytes| bytes as f64 / 1048576.0),
             timeline: timeline(&seen.seconds, duration_s, rss_by_second),
+            server: None,
         }
     }
 
@@ -185,6 +191,22 @@ impl Summary {
             .map_or("peak RSS n/a".to_owned(), |mib| {
                 format!("peak RSS {mib:.1} MiB")
             });
+        if let Some(server) = &self.server {
+            let answered: u64 = server.answered_by_code.values().sum();
+            let codes: Vec<String> = server
+                .answered_by_code
+                .iter()
+                .map(|(code, n)| format!("{code} {n}"))
+                .collect();
+            let _ = writeln!(
+                text,
+                "  server      {answered} answered ({}) · mean {:.3} ms · p50 ≈ {:.3} ms · p99 ≈ {:.3} ms (its /metrics)",
+                codes.join(", "),
+                server.mean_ms,
+                server.p50_ms,
+                server.p99_ms
+            );
+        }
         let _ = write!(text, "  client      {cpu} · {rss}");
         text
     }
