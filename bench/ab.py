@@ -10,7 +10,7 @@ Builds our binary at REV (as `bench/run.py --baseline` does; REV `.` is this
 build), starts a `serve fib` of each build on a queue of its own, and runs
 each build's `bench` against its own server, alternately, in ABBA order
 (this side first in odd rounds, REV's first in even ones). --serve-options
-and --bench-options (one string, split on spaces) go to this side only: with
+and --bench-options (one string, split on spaces) and --serve-env go to this side only: with
 REV `.` they measure what an option costs, e.g.
 `python3 bench/ab.py . --bench-options=--resilient`. Prints each round's
 ratios and their medians: throughput this/REV and p50 this/REV.
@@ -33,6 +33,8 @@ def main():
     parser.add_argument("--queue-type", choices=["classic", "quorum"], default="classic")
     parser.add_argument("--serve-options", default="", help="for this side's serve")
     parser.add_argument("--bench-options", default="", help="for this side's bench")
+    parser.add_argument("--serve-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for this side's serve (repeatable)")
     args = parser.parse_args()
     (run.TARGET / "bench").mkdir(parents=True, exist_ok=True)
     if run.URL == run.DEFAULT_URL:
@@ -44,7 +46,8 @@ def main():
     tag = uuid.uuid4().hex[:8]
     queues = {"this": f"bench.ab.this.{tag}", "base": f"bench.ab.base.{tag}"}
     servers = [run.ours_server(queues["this"], queue_type=args.queue_type,
-                               serve_options=args.serve_options.split()),
+                               serve_options=args.serve_options.split(),
+                               env=dict(pair.split("=", 1) for pair in args.serve_env)),
                run.ours_server(queues["base"], queue_type=args.queue_type, binary=base)]
     try:
         results = run.rounds(args.rounds, [
@@ -63,16 +66,18 @@ def main():
     options = "".join(f" --{name.replace('_', '-')}={value}" for name, value in
                       [("queue_type", args.queue_type), ("serve_options", args.serve_options),
                        ("bench_options", args.bench_options)] if value and value != "classic")
+    options += "".join(f" --serve-env={pair}" for pair in args.serve_env)
     print(f"`python3 bench/ab.py {args.rev} --rounds {args.rounds} --calls {args.calls} "
           f"--inflight {args.inflight}{options}`")
     print("throughput this/base per round: " + " ".join(f"{x:.2f}" for x in rps))
     print(f"median {statistics.median(rps):.3f}×; p50 this/base median "
           f"{statistics.median(p50):.3f}×")
-    broker = {key: [r["broker_us_per_call"] for r in rs if "broker_us_per_call" in r]
-              for key, rs in results.items()}
-    if broker["this"] and broker["base"]:
-        print(f"broker CPU per call, median: this {statistics.median(broker['this']):.1f} µs, "
-              f"base {statistics.median(broker['base']):.1f} µs")
+    for who in ("broker", "server", "client"):
+        key = f"{who}_us_per_call"
+        cpu = {side: [r[key] for r in rs if key in r] for side, rs in results.items()}
+        if cpu["this"] and cpu["base"]:
+            print(f"{who} CPU per call, median: this {statistics.median(cpu['this']):.1f} µs, "
+                  f"base {statistics.median(cpu['base']):.1f} µs")
 
 
 if __name__ == "__main__":

@@ -139,12 +139,12 @@ class Server:
 
 
 def ours_server(queue, service="fib", options=(), queue_type="classic", serve_options=(),
-                binary=None):
+                binary=None, env=None):
     """Our server on a queue of `queue_type`: classic unless said, like the
     raw peer's, so that both pairs give the broker the same work."""
     return Server([binary or OURS, "--url", URL, *options, "serve", service, "--queue", queue,
                    "--queue-type", queue_type, *serve_options],
-                  f"serving {service} on queue", {"RUST_LOG": "info"}, queue)
+                  f"serving {service} on queue", {"RUST_LOG": "info", **(env or {})}, queue)
 
 
 def build_baseline(rev):

@@ -3,6 +3,8 @@
 (POST /v1/traces) and appends each span as one JSON line to a file.
 
     receiver.py PORT_FILE SPANS_FILE
+    receiver.py PORT_FILE --discard     (a sink, for measuring what
+                                         exporting costs the exporter)
 
 Listens on a free port of 127.0.0.1, writes that port to PORT_FILE, and
 serves until killed. Each line: {"service", "name", "kind", "trace_id",
@@ -11,7 +13,7 @@ serves until killed. Each line: {"service", "name", "kind", "trace_id",
 
 import json
 import sys
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -29,6 +31,9 @@ def value(any_value):
 class Receiver(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if sys.argv[2] == "--discard":
+            self.answer()
+            return
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
         with open(sys.argv[2], "a") as out:
@@ -46,6 +51,9 @@ class Receiver(BaseHTTPRequestHandler):
                             "status": span.status.code,
                             "attributes": {a.key: value(a.value) for a in span.attributes},
                         }) + "\n")
+        self.answer()
+
+    def answer(self):
         reply = ExportTraceServiceResponse().SerializeToString()
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
@@ -57,7 +65,7 @@ class Receiver(BaseHTTPRequestHandler):
         pass
 
 
-server = HTTPServer(("127.0.0.1", 0), Receiver)
+server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
 with open(sys.argv[1], "w") as port_file:
     port_file.write(str(server.server_address[1]))
 server.serve_forever()
