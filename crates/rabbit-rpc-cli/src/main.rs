@@ -9,7 +9,7 @@ use clap::{CommandFactory, Parser};
 use rabbit_rpc_cli::{
     bench, call,
     cli::{Cli, Command},
-    exit, serve,
+    control, exit, serve,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -43,17 +43,29 @@ async fn run(cli: Cli) -> u8 {
                 .exit(),
         },
         Command::Call(args) => match call::call(&cli.urls, args).await {
-            Ok(reply) => {
-                let mut stdout = std::io::stdout().lock();
-                let written = stdout
-                    .write_all(reply.body())
-                    .and_then(|()| stdout.write_all(b"\n"))
-                    .and_then(|()| stdout.flush());
-                if let Err(error) = written {
-                    eprintln!("error: cannot write the reply: {error}");
-                    return exit::FAILURE;
-                }
-                Ok(())
+            Ok(reply) => return print(&call::printed(args, &reply)),
+            Err(error) => Err(error),
+        },
+        Command::Ping(args) => match control::ping(&cli.urls, args).await {
+            Ok(ping) => {
+                let printed = print(control::ping_line(&ping).as_bytes());
+                return if printed == exit::OK && !ping.state().is_serving() {
+                    exit::NOT_SERVING
+                } else {
+                    printed
+                };
+            }
+            Err(error) => Err(error),
+        },
+        Command::Describe(args) => match control::describe(&cli.urls, &args.control).await {
+            Ok(description) if args.json => {
+                // A description always encodes: its schemas came as JSON.
+                let json = serde_json::to_string_pretty(&description).unwrap_or_default();
+                return print(json.as_bytes());
+            }
+            Ok(description) => {
+                let text = control::description_text(&description);
+                return print(text.trim_end().as_bytes());
             }
             Err(error) => Err(error),
         },
@@ -84,6 +96,23 @@ async fn run(cli: Cli) -> u8 {
     }
 }
 
+/// Writes `output` and a newline to stdout: [`exit::OK`], or
+/// [`exit::FAILURE`] with one line on stderr if it cannot.
+fn print(output: &[u8]) -> u8 {
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_all(output)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush());
+    match written {
+        Ok(()) => exit::OK,
+        Err(error) => {
+            eprintln!("error: cannot write the reply: {error}");
+            exit::FAILURE
+        }
+    }
+}
+
 /// Logs go to stderr. `serve` logs at info; `call` keeps stderr for its one
 /// error line. `RUST_LOG` overrides both. lapin's own logs stay off unless
 /// `RUST_LOG` names it (`RUST_LOG=info,lapin=debug`): it logs every closed
@@ -93,7 +122,7 @@ async fn run(cli: Cli) -> u8 {
 fn init_logging(command: &Command) {
     let default = match command {
         Command::Serve { .. } => "info",
-        Command::Call(_) | Command::Bench(_) => "error",
+        Command::Call(_) | Command::Bench(_) | Command::Ping(_) | Command::Describe(_) => "error",
     };
     let mut spec = std::env::var("RUST_LOG")
         .ok()

@@ -1,6 +1,6 @@
 //! `rabbit-rpc serve SERVICE...`: fib, echo, or both over one connection.
 
-use rabbit_rpc::{Error, QueueOrigin, QueueType, Request, Server, Status, handler_fn};
+use rabbit_rpc::{Error, Procedure, QueueOrigin, QueueType, Request, Server, Status, handler_fn};
 use tracing::{info, warn};
 
 use crate::{
@@ -38,9 +38,14 @@ pub async fn serve(
     for (service, queue) in queues {
         builder = match service {
             ServiceName::Fib => builder.procedure(queue, FibService::new(args.max_n())),
-            ServiceName::Echo => builder.procedure(
-                queue,
-                handler_fn(|request: Request| async move { Ok::<_, Status>(request.into_body()) }),
+            ServiceName::Echo => builder.add_procedure(
+                Procedure::new(
+                    queue,
+                    handler_fn(
+                        |request: Request| async move { Ok::<_, Status>(request.into_body()) },
+                    ),
+                )
+                .doc("Replies with the request body, unchanged, in its content type."),
             ),
         };
     }

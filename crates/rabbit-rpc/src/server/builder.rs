@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Server, ServerStats, Settings,
+    Server, ServerStats, Settings, control,
     handler::Handler,
     procedure::Procedure,
     queue::{QueueSettings, QueueType},
@@ -321,9 +321,9 @@ impl ServerBuilder {
     ///
     /// # Errors
     /// [`Error::InvalidRequest`] for no procedure, two on one queue, a queue
-    /// name over 255 bytes, or queue settings that make no queue (a
-    /// transient quorum queue, a delivery limit on a classic one), all
-    /// before connecting; [`Error::InvalidUrl`], [`Error::Connect`],
+    /// name over 255 bytes, queue settings that make no queue (a
+    /// transient quorum queue, a delivery limit on a classic one), or a
+    /// description whose schema is not valid JSON, all before connecting; [`Error::InvalidUrl`], [`Error::Connect`],
     /// [`Error::QueueMismatch`] when a queue exists with other settings than
     /// those given, [`Error::Declare`] when the broker refuses a queue
     /// otherwise, or another broker error.
@@ -366,6 +366,7 @@ impl ServerBuilder {
             draining: CancellationToken::new(),
             confirm_replies: self.confirm_replies,
         });
+        let instance = control::instance(&self.link.name);
         let mut running = Vec::with_capacity(self.procedures.len());
         for procedure in &self.procedures {
             crate::protocol::check_short("the queue name", &procedure.queue)?;
@@ -388,6 +389,12 @@ impl ServerBuilder {
                 counters: Arc::default(),
                 permits: Arc::new(Semaphore::new(concurrency.min(Semaphore::MAX_PERMITS))),
                 common: Arc::clone(&common),
+                control: control::About::new(
+                    &procedure.queue,
+                    Arc::clone(&instance),
+                    concurrency,
+                    procedure.described(),
+                )?,
             }));
         }
         Ok(running)
