@@ -284,8 +284,9 @@ pub struct ServerArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
-    /// The connection name shown by `rabbitmqctl list_connections`
-    /// [default: rabbit-rpc serve SERVICE...].
+    /// The connection name shown by `rabbitmqctl list_connections`, and by
+    /// `rabbit-rpc ping` with the host and pid [default: rabbit-rpc serve
+    /// SERVICE...].
     #[arg(long)]
     pub connection_name: Option<String>,
 }

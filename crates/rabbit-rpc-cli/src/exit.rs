@@ -82,8 +82,8 @@ pub fn message_for(error: &Error) -> String {
             format!("error: {error}; start one with `rabbit-rpc serve fib`")
         }
         Error::NotRabbitRpc { .. } => format!(
-            "error: {error}; ping and describe need a rabbit-rpc server (tutorial servers \
-             ignore them)"
+            "error: {error}; ping and describe need a rabbit-rpc server (a tutorial server \
+             runs its handler on them)"
         ),
         Error::Refused {
             refusal: Refusal::DeniedFeature,

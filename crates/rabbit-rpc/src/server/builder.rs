@@ -307,8 +307,9 @@ impl ServerBuilder {
         self
     }
 
-    /// The connection name shown by `rabbitmqctl list_connections`.
-    /// Default: `rabbit-rpc server`.
+    /// The connection name shown by `rabbitmqctl list_connections`, and
+    /// in the server's answer to a ping, with its host and process id
+    /// ([`Client::ping`](crate::Client::ping)). Default: `rabbit-rpc server`.
     pub fn connection_name(mut self, name: impl Into<String>) -> ServerBuilder {
         self.link.name = name.into();
         self
