@@ -56,6 +56,14 @@ pub enum Command {
     /// Drive a server with many calls in flight; report calls/s, latency
     /// percentiles, errors and this client's CPU and memory.
     Bench(BenchArgs),
+    /// Ask whatever serves a queue for a ping, answered by the rabbit-rpc
+    /// server library without running the handler: which server instance
+    /// answered, its version, whether it is serving or draining, and the
+    /// round trip. Exits 0 when serving (see the exit codes in the README).
+    Ping(ControlArgs),
+    /// Ask the rabbit-rpc server on a queue what its procedure takes and
+    /// returns: its doc, content types and JSON Schemas.
+    Describe(DescribeArgs),
 }
 
 /// The services `serve` can run.
@@ -276,8 +284,9 @@ pub struct ServerArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
-    /// The connection name shown by `rabbitmqctl list_connections`
-    /// [default: rabbit-rpc serve SERVICE...].
+    /// The connection name shown by `rabbitmqctl list_connections`, and by
+    /// `rabbit-rpc ping` with the host and pid [default: rabbit-rpc serve
+    /// SERVICE...].
     #[arg(long)]
     pub connection_name: Option<String>,
 
@@ -323,9 +332,15 @@ pub struct CallArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
 
-    /// The request body (for fib: n).
+    /// The request body (for fib: n), sent as text/plain.
     #[arg(default_value = "30")]
     pub body: String,
+
+    /// Send this JSON instead of BODY, as application/json (checked here
+    /// first), and pretty-print the reply if it is JSON, e.g.
+    /// --json '{"n": 30}'.
+    #[arg(long, value_name = "JSON", conflicts_with = "body")]
+    pub json: Option<String>,
 
     /// Calls that outlive their connection and their broker node: replies
     /// wait in a replicated queue of this client's own, requests are
@@ -334,6 +349,32 @@ pub struct CallArgs {
     /// Costs the broker more per call.
     #[arg(long)]
     pub resilient: bool,
+}
+
+/// `rabbit-rpc ping` options.
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// The request queue.
+    #[arg(long, default_value = DEFAULT_QUEUE)]
+    pub queue: String,
+
+    /// How long to wait for the answer, e.g. 3s, 500ms. A queue nobody
+    /// consumes is reported after about 2 s, or half this if shorter.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// `rabbit-rpc describe` options.
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// The queue and the timeout.
+    #[command(flatten)]
+    pub control: ControlArgs,
+
+    /// Print the description as the server sent it, as JSON (pretty), instead
+    /// of as text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `rabbit-rpc bench` options.
@@ -448,6 +489,24 @@ mod tests {
             };
             assert_eq!(call.body, "-1");
         }
+    }
+
+    #[test]
+    fn call_json_replaces_the_body_and_ping_waits_5s_by_default() {
+        let cli = Cli::try_parse_from(["rabbit-rpc", "call", "--json", r#"{"n": 1}"#]).unwrap();
+        let Command::Call(call) = cli.command else {
+            panic!("not a call")
+        };
+        assert_eq!(call.json.as_deref(), Some(r#"{"n": 1}"#));
+        assert!(Cli::try_parse_from(["rabbit-rpc", "call", "--json", "{}", "30"]).is_err());
+        let cli = Cli::try_parse_from(["rabbit-rpc", "ping"]).unwrap();
+        let Command::Ping(ping) = cli.command else {
+            panic!("not a ping")
+        };
+        assert_eq!(
+            (ping.queue.as_str(), ping.timeout),
+            ("rpc_queue", Duration::from_secs(5))
+        );
     }
 
     #[test]

@@ -39,6 +39,15 @@ pub const ACCESS_REFUSED: u8 = 10;
 pub const LOGIN_REFUSED: u8 = 11;
 /// The user may not use the virtual host, or it does not exist.
 pub const VHOST_REFUSED: u8 = 12;
+/// `ping`: a rabbit-rpc server answered, but is not serving (it is
+/// draining: shutting down). Like grpc-health-probe's "rpc successful, but
+/// the response is not SERVING" (its 4, which is our timeout).
+pub const NOT_SERVING: u8 = 13;
+/// `ping`, `describe`: the queue is served, but not by a rabbit-rpc server
+/// (a tutorial server, another library's): it ran its handler on the
+/// request instead of answering it. Like grpc-health-probe's "this server
+/// does not implement the grpc health protocol".
+pub const NOT_RABBIT_RPC: u8 = 14;
 /// Stopped by a second Ctrl-C / SIGTERM before draining finished.
 pub const INTERRUPTED: u8 = 130;
 
@@ -52,6 +61,7 @@ pub fn code_for(error: &Error) -> u8 {
         Error::ConnectionLost { .. } => CONNECTION_LOST,
         Error::InvalidUrl { .. } | Error::InvalidRequest { .. } => USAGE,
         Error::QueueMismatch { .. } => QUEUE_MISMATCH,
+        Error::NotRabbitRpc { .. } => NOT_RABBIT_RPC,
         Error::Refused { refusal, .. } => match refusal {
             Refusal::Login => LOGIN_REFUSED,
             Refusal::VirtualHost => VHOST_REFUSED,
@@ -71,6 +81,10 @@ pub fn message_for(error: &Error) -> String {
         Error::NoRoute { .. } | Error::NoServer { .. } => {
             format!("error: {error}; start one with `rabbit-rpc serve fib`")
         }
+        Error::NotRabbitRpc { .. } => format!(
+            "error: {error}; ping and describe need a rabbit-rpc server (a tutorial server \
+             runs its handler on them)"
+        ),
         Error::Refused {
             refusal: Refusal::DeniedFeature,
             reason,

@@ -3,7 +3,7 @@
 use num_bigint::BigUint;
 use num_traits::{One, Zero};
 use rabbit_rpc::{
-    Handler, Request, Response, Status,
+    Description, Handler, Payload, Request, Response, Status,
     codec::{Codec, Json},
 };
 
@@ -206,6 +206,46 @@ impl Handler for FibService {
         })?;
         Ok(compute(n).await?.into())
     }
+
+    /// Both forms, text and JSON; the schemas are the JSON form's.
+    fn describe(&self) -> Description {
+        let n = serde_json::json!({"type": "integer", "minimum": 0, "maximum": self.max_n});
+        let request = serde_json::json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "FibRequest",
+            "type": "object",
+            "properties": {"n": n},
+            "required": ["n"],
+            "additionalProperties": false,
+        });
+        let reply = serde_json::json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "FibReply",
+            "type": "object",
+            "properties": {
+                "n": n,
+                "fib": {
+                    "description": "fib(n) in decimal: it exceeds every language's integers",
+                    "type": "string",
+                    "pattern": "^[0-9]+$",
+                },
+            },
+            "required": ["n", "fib"],
+        });
+        let both = ["text/plain", Json::CONTENT_TYPE];
+        Description::new(
+            Payload::new(both).with_schema_json(request.to_string()),
+            Payload::new(both).with_schema_json(reply.to_string()),
+        )
+        .with_doc(format!(
+            "fibonacci(n), exact. As text: n in decimal, 0 <= n <= {max}, answered with fib(n) \
+             in decimal. As JSON (content type application/json, or a body that starts with \
+             '{{'): {{\"n\": n}}, answered with {{\"n\": n, \"fib\": \"…\"}}; the schemas are \
+             the JSON form's. An n out of range gets invalid_argument with details \
+             {{\"field\": \"n\", \"min\": 0, \"max\": {max}}}.",
+            max = self.max_n
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -214,6 +254,22 @@ mod tests {
 
     fn fib(n: u64) -> String {
         fibonacci(n).to_string()
+    }
+
+    #[test]
+    fn fib_describes_both_forms_with_the_json_forms_schemas() {
+        let description = FibService::new(50).describe();
+        assert_eq!(
+            description.request().content_types(),
+            ["text/plain", "application/json"]
+        );
+        let request: serde_json::Value =
+            serde_json::from_str(description.request().schema_json().unwrap()).unwrap();
+        assert_eq!(request["properties"]["n"]["maximum"], 50);
+        let reply: serde_json::Value =
+            serde_json::from_str(description.reply().schema_json().unwrap()).unwrap();
+        assert_eq!(reply["required"], serde_json::json!(["n", "fib"]));
+        assert!(description.doc().unwrap().contains("0 <= n <= 50"));
     }
 
     #[test]

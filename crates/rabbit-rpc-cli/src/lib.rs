@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod call;
 pub mod cli;
+pub mod control;
 pub mod exit;
 pub mod fib;
 pub mod serve;

@@ -6,16 +6,16 @@ use clap::{CommandFactory, Parser};
 use rabbit_rpc_cli::{
     bench, call,
     cli::{Cli, Command},
-    exit, serve, telemetry,
+    control, exit, serve, telemetry,
 };
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // `serve` logs at info; `call` and `bench` keep stderr for their one
+    // `serve` logs at info; the other commands keep stderr for their one
     // error line.
     let default_level = match cli.command {
         Command::Serve { .. } => "info",
-        Command::Call(_) | Command::Bench(_) => "error",
+        Command::Call(_) | Command::Bench(_) | Command::Ping(_) | Command::Describe(_) => "error",
     };
     let telemetry = match telemetry::init(default_level) {
         Ok(telemetry) => telemetry,
@@ -53,17 +53,29 @@ async fn run(cli: Cli) -> u8 {
                 .exit(),
         },
         Command::Call(args) => match call::call(&cli.urls, args).await {
-            Ok(reply) => {
-                let mut stdout = std::io::stdout().lock();
-                let written = stdout
-                    .write_all(reply.body())
-                    .and_then(|()| stdout.write_all(b"\n"))
-                    .and_then(|()| stdout.flush());
-                if let Err(error) = written {
-                    eprintln!("error: cannot write the reply: {error}");
-                    return exit::FAILURE;
-                }
-                Ok(())
+            Ok(reply) => return print(&call::printed(args, &reply)),
+            Err(error) => Err(error),
+        },
+        Command::Ping(args) => match control::ping(&cli.urls, args).await {
+            Ok(ping) => {
+                let printed = print(control::ping_line(&ping).as_bytes());
+                return if printed == exit::OK && !ping.state().is_serving() {
+                    exit::NOT_SERVING
+                } else {
+                    printed
+                };
+            }
+            Err(error) => Err(error),
+        },
+        Command::Describe(args) => match control::describe(&cli.urls, &args.control).await {
+            Ok(description) if args.json => {
+                // A description always encodes: its schemas came as JSON.
+                let json = serde_json::to_string_pretty(&description).unwrap_or_default();
+                return print(json.as_bytes());
+            }
+            Ok(description) => {
+                let text = control::description_text(&description);
+                return print(text.trim_end().as_bytes());
             }
             Err(error) => Err(error),
         },
@@ -90,6 +102,23 @@ async fn run(cli: Cli) -> u8 {
         Err(error) => {
             eprintln!("{}", exit::message_for(&error));
             exit::code_for(&error)
+        }
+    }
+}
+
+/// Writes `output` and a newline to stdout: [`exit::OK`], or
+/// [`exit::FAILURE`] with one line on stderr if it cannot.
+fn print(output: &[u8]) -> u8 {
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_all(output)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush());
+    match written {
+        Ok(()) => exit::OK,
+        Err(error) => {
+            eprintln!("error: cannot write the reply: {error}");
+            exit::FAILURE
         }
     }
 }

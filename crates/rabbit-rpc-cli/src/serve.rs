@@ -1,7 +1,7 @@
 //! `rabbit-rpc serve SERVICE...`: fib, echo, or both over one connection.
 
 use rabbit_rpc::{
-    Error, Health, QueueOrigin, QueueType, Request, Server, Status, handler_fn, http,
+    Error, Health, Procedure, QueueOrigin, QueueType, Request, Server, Status, handler_fn, http,
 };
 use tracing::{info, warn};
 
@@ -40,9 +40,14 @@ pub async fn serve(
     for (service, queue) in queues {
         builder = match service {
             ServiceName::Fib => builder.procedure(queue, FibService::new(args.max_n())),
-            ServiceName::Echo => builder.procedure(
-                queue,
-                handler_fn(|request: Request| async move { Ok::<_, Status>(request.into_body()) }),
+            ServiceName::Echo => builder.add_procedure(
+                Procedure::new(
+                    queue,
+                    handler_fn(
+                        |request: Request| async move { Ok::<_, Status>(request.into_body()) },
+                    ),
+                )
+                .doc("Replies with the request body, unchanged, in its content type."),
             ),
         };
     }

@@ -626,3 +626,196 @@ async fn bench_with_server_http_shows_what_the_server_saw() {
     server.stop().await;
     common::delete_queue(&queue).await;
 }
+/// A raw responder on `queue` (a fresh one) that answers every request
+/// with `body` and `headers`: a tutorial server, or a fake rabbit-rpc one.
+/// It lasts as long as the returned connection.
+async fn responder(
+    queue: &str,
+    body: &'static [u8],
+    headers: &[(&str, &str)],
+) -> (lapin::Connection, tokio::task::JoinHandle<()>) {
+    use futures_util::StreamExt;
+    use lapin::types::{AMQPValue, FieldTable};
+    let (connection, channel) = common::raw_channel().await;
+    common::declare(&channel, queue).await;
+    let mut requests = common::consume(&channel, queue, false).await;
+    let mut table = FieldTable::default();
+    for (name, value) in headers {
+        table.insert((*name).into(), AMQPValue::LongString((*value).into()));
+    }
+    let answering = tokio::spawn(async move {
+        while let Some(Ok(request)) = requests.next().await {
+            let mut properties = lapin::BasicProperties::default()
+                .with_correlation_id(request.properties.correlation_id().clone().unwrap());
+            if !table.inner().is_empty() {
+                properties = properties.with_headers(table.clone());
+            }
+            let reply_to = request.properties.reply_to().clone().unwrap();
+            common::publish(&channel, reply_to.as_str(), body, properties).await;
+            let _ = request
+                .acker
+                .ack(lapin::options::BasicAckOptions::default())
+                .await;
+        }
+    });
+    (connection, answering)
+}
+
+#[tokio::test]
+async fn ping_describe_and_call_json_against_serve_fib() {
+    let queue = common::unique_queue("cli_ping");
+    let mut server = serve(&queue).await;
+
+    let output = rabbit_rpc(&["ping", "--queue", &queue]).await;
+    assert_eq!(code(&output), exit::OK, "{}", stderr(&output));
+    assert_eq!(stderr(&output), "");
+    let line = stdout(&output);
+    let expected = format!(
+        "serving: {queue} answered by 'rabbit-rpc serve fib on {} pid {}' (rabbit-rpc {}, 0 in flight) in ",
+        hostname(),
+        server.pid,
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(line.starts_with(&expected), "{line}\nnot\n{expected}");
+    assert!(
+        line.ends_with(" ms\n") && line.lines().count() == 1,
+        "{line}"
+    );
+
+    let output = rabbit_rpc(&["describe", "--queue", &queue]).await;
+    assert_eq!(code(&output), exit::OK, "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.starts_with(&format!("procedure {queue}\n  fibonacci(n), exact.")),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nrequest: text/plain, application/json, schema:\n  {\n"),
+        "{text}"
+    );
+    assert!(text.contains("\"maximum\": 100000"), "{text}");
+
+    let output = rabbit_rpc(&["describe", "--queue", &queue, "--json"]).await;
+    assert_eq!(code(&output), exit::OK, "{}", stderr(&output));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(json["procedure"], queue.as_str());
+    assert_eq!(
+        json["request"]["schema"]["required"],
+        serde_json::json!(["n"])
+    );
+    assert_eq!(json["reply"]["content_types"][1], "application/json");
+
+    let output = rabbit_rpc(&["call", "--queue", &queue, "--json", r#"{"n": 30}"#]).await;
+    assert_eq!(code(&output), exit::OK, "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        "{\n  \"fib\": \"832040\",\n  \"n\": 30\n}\n"
+    );
+    // -1 is JSON, and out of range.
+    let output = rabbit_rpc(&["call", "--queue", &queue, "--json", "-1"]).await;
+    assert_eq!(code(&output), exit::REMOTE_ERROR, "{}", stderr(&output));
+
+    let output = rabbit_rpc(&["call", "--queue", &queue, "--json", r#"{"n": "#]).await;
+    assert_eq!(code(&output), exit::USAGE, "{}", stderr(&output));
+    assert_eq!(stderr(&output).lines().count(), 1, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--json is not valid JSON"),
+        "{}",
+        stderr(&output)
+    );
+
+    server.stop().await;
+    // Pings and describes are not calls: the two calls are all it counted.
+    let stopped = server.lines(|line| line.contains("stopped: "));
+    assert!(
+        stopped[0].contains("stopped: 2 answered (1 with errors)"),
+        "{stopped:?}"
+    );
+    common::delete_queue(&queue).await;
+}
+
+/// This machine's name as a server names it in a ping.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn ping_exits_with_a_code_for_each_outcome() {
+    // No such queue, and a queue nobody consumes: 5, as for call.
+    let missing = common::unique_queue("cli_ping_missing");
+    let output = rabbit_rpc(&["ping", "--queue", &missing]).await;
+    assert_eq!(code(&output), exit::NO_SERVER, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no queue named"),
+        "{}",
+        stderr(&output)
+    );
+    let idle = common::unique_queue("cli_ping_idle");
+    let (connection, channel) = common::raw_channel().await;
+    common::declare(&channel, &idle).await;
+    let output = rabbit_rpc(&["describe", "--queue", &idle, "--timeout", "10s"]).await;
+    assert_eq!(code(&output), exit::NO_SERVER, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no server is consuming"),
+        "{}",
+        stderr(&output)
+    );
+    let _ = connection.close(200, "done".into()).await;
+    common::delete_queue(&idle).await;
+
+    // No broker: 6.
+    let output = rabbit_rpc(&["--url", "amqp://guest:guest@127.0.0.1:1/%2f", "ping"]).await;
+    assert_eq!(code(&output), exit::CANNOT_CONNECT, "{}", stderr(&output));
+
+    // A server that takes requests and never answers: 4.
+    let silent = common::unique_queue("cli_ping_silent");
+    let (connection, _consumer) = common::silent_server(&silent).await;
+    let output = rabbit_rpc(&["ping", "--queue", &silent, "--timeout", "500ms"]).await;
+    assert_eq!(code(&output), exit::TIMEOUT, "{}", stderr(&output));
+    let _ = connection.close(200, "done".into()).await;
+    common::delete_queue(&silent).await;
+
+    // A tutorial server runs its handler: 14, with one line that says so.
+    let tutorial = common::unique_queue("cli_ping_tutorial");
+    let (connection, answering) = responder(&tutorial, b"0", &[]).await;
+    for command in ["ping", "describe"] {
+        let output = rabbit_rpc(&[command, "--queue", &tutorial]).await;
+        assert_eq!(code(&output), exit::NOT_RABBIT_RPC, "{}", stderr(&output));
+        let message = stderr(&output);
+        assert_eq!(message.lines().count(), 1, "{message}");
+        assert!(
+            message.contains("not by a rabbit-rpc server: it ran its handler on the"),
+            "{message}"
+        );
+        assert_eq!(stdout(&output), "");
+    }
+    answering.abort();
+    let _ = connection.close(200, "done".into()).await;
+    common::delete_queue(&tutorial).await;
+
+    // A rabbit-rpc server that is draining: 13, and the line says so. (A
+    // real one stops taking requests at once and hands back those it has
+    // not started, so only a ping it had taken before can say draining:
+    // played here by a responder.)
+    let draining = common::unique_queue("cli_ping_draining");
+    let (connection, answering) = responder(
+        &draining,
+        br#"{"procedure": "q", "server": "s on h pid 1", "version": "0.1.0", "state": "draining", "in_flight": 3}"#,
+        &[("rpc-control", "ping")],
+    )
+    .await;
+    let output = rabbit_rpc(&["ping", "--queue", &draining]).await;
+    assert_eq!(code(&output), exit::NOT_SERVING, "{}", stderr(&output));
+    assert!(
+        stdout(&output).starts_with(
+            "draining: q answered by 's on h pid 1' (rabbit-rpc 0.1.0, 3 in flight) in "
+        ),
+        "{}",
+        stdout(&output)
+    );
+    answering.abort();
+    let _ = connection.close(200, "done".into()).await;
+    common::delete_queue(&draining).await;
+}

@@ -3,7 +3,7 @@
 //! crate is its implementation.
 //!
 //! ```ignore
-//! #[rabbit_rpc::service]                 // or #[rabbit_rpc::service(name = "calc")]
+//! #[rabbit_rpc::service]                 // or #[rabbit_rpc::service(name = "calc")], or (schema)
 //! pub trait Calculator {
 //!     /// a + b.
 //!     async fn add(&self, args: Add) -> Result<i64, Status>;
@@ -28,6 +28,13 @@
 //!   method per trait method taking the argument by reference and returning
 //!   `Result<T, rabbit_rpc::Error>`, and a `…_with` variant taking
 //!   `rabbit_rpc::CallOptions`.
+//!
+//! Each method's doc comment is its procedure's doc, which a `describe`
+//! request shows (`rabbit-rpc describe`), with JSON as its content types.
+//! `#[rabbit_rpc::service(schema)]` adds the JSON Schemas of each method's
+//! argument and result (`TypedFn::with_schemas`): their types then
+//! implement `schemars::JsonSchema`, and rabbit-rpc's `schema` feature is
+//! on.
 //!
 //! The rules, each checked with a message that says what to change: every
 //! item is an `async fn` taking `&self`, then nothing, one argument, a
@@ -67,8 +74,17 @@ struct Method {
     output: Type,
 }
 
+/// What `#[service(…)]` says.
+struct Options {
+    /// The service's name: `name = "…"` if given, else the trait's name in
+    /// snake_case.
+    name: String,
+    /// `schema`: describe each method with JSON Schemas.
+    schema: bool,
+}
+
 fn expand(attr: TokenStream2, item: ItemTrait) -> syn::Result<TokenStream2> {
-    let name = service_name(attr, &item.ident)?;
+    let Options { name, schema } = options(attr, &item.ident)?;
     if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
         return Err(syn::Error::new_spanned(
             &item.generics,
@@ -94,7 +110,7 @@ fn expand(attr: TokenStream2, item: ItemTrait) -> syn::Result<TokenStream2> {
         ));
     }
     let trait_ = service_trait(&item, &methods);
-    let server = server(&item, &name, &methods);
+    let server = server(&item, &name, &methods, schema);
     let client = client(&item, &name, &methods);
     Ok(quote! {
         #trait_
@@ -103,10 +119,10 @@ fn expand(attr: TokenStream2, item: ItemTrait) -> syn::Result<TokenStream2> {
     })
 }
 
-/// The service's name: `name = "…"` if given, else the trait's name in
-/// snake_case.
-fn service_name(attr: TokenStream2, ident: &Ident) -> syn::Result<String> {
+/// The attribute's options: `name = "…"`, `schema`.
+fn options(attr: TokenStream2, ident: &Ident) -> syn::Result<Options> {
     let mut name = None;
+    let mut schema = false;
     let parser = syn::meta::parser(|meta| {
         if meta.path.is_ident("name") {
             let value: LitStr = meta.value()?.parse()?;
@@ -118,12 +134,52 @@ fn service_name(attr: TokenStream2, ident: &Ident) -> syn::Result<String> {
             }
             name = Some(value.value());
             Ok(())
+        } else if meta.path.is_ident("schema") {
+            if !cfg!(feature = "schema") {
+                return Err(meta.error(
+                    "`schema` needs rabbit-rpc's `schema` feature: \
+                     rabbit-rpc = { version = \"…\", features = [\"schema\"] }",
+                ));
+            }
+            schema = true;
+            Ok(())
         } else {
-            Err(meta.error("the only option is `name = \"…\"`"))
+            Err(meta.error("the options are `name = \"…\"` and `schema`"))
         }
     });
     parser.parse2(attr)?;
-    Ok(name.unwrap_or_else(|| ident.to_string().to_snake_case()))
+    Ok(Options {
+        name: name.unwrap_or_else(|| ident.to_string().to_snake_case()),
+        schema,
+    })
+}
+
+/// A method's doc comment as text: its `///` lines, each without the one
+/// space after `///`, joined by newlines; `None` without one.
+fn doc_text(attrs: &[syn::Attribute]) -> Option<String> {
+    let lines: Vec<String> = attrs
+        .iter()
+        .filter(|attr| attr.path().is_ident("doc"))
+        .filter_map(|attr| match &attr.meta {
+            syn::Meta::NameValue(syn::MetaNameValue {
+                value:
+                    syn::Expr::Lit(syn::ExprLit {
+                        lit: syn::Lit::Str(line),
+                        ..
+                    }),
+                ..
+            }) => Some(line.value()),
+            _ => None,
+        })
+        .map(|line| {
+            line.strip_prefix(' ')
+                .unwrap_or(&line)
+                .trim_end()
+                .to_owned()
+        })
+        .collect();
+    let text = lines.join("\n").trim().to_owned();
+    (!text.is_empty()).then_some(text)
 }
 
 fn method(item: &TraitItem) -> syn::Result<Method> {
@@ -279,7 +335,7 @@ fn service_trait(item: &ItemTrait, methods: &[Method]) -> TokenStream2 {
     }
 }
 
-fn server(item: &ItemTrait, name: &str, methods: &[Method]) -> TokenStream2 {
+fn server(item: &ItemTrait, name: &str, methods: &[Method], schema: bool) -> TokenStream2 {
     let (vis, trait_ident) = (&item.vis, &item.ident);
     let server = format_ident!("{}Server", trait_ident);
     let doc = format!(
@@ -297,6 +353,12 @@ fn server(item: &ItemTrait, name: &str, methods: &[Method]) -> TokenStream2 {
             Some((_, ty)) => (quote!(args), quote!(#ty), quote!(args)),
             None => (quote!(_args), quote!(()), quote!()),
         };
+        let schemas = schema.then(|| quote!(.with_schemas()));
+        let doc = doc_text(&m.attrs).map(|doc| {
+            quote! {
+                let service = service.configure(#method_name, |procedure| procedure.doc(#doc));
+            }
+        });
         quote! {
             let service = {
                 let inner = ::std::sync::Arc::clone(&self.inner);
@@ -307,9 +369,11 @@ fn server(item: &ItemTrait, name: &str, methods: &[Method]) -> TokenStream2 {
                             let inner = ::std::sync::Arc::clone(&inner);
                             async move { inner.#method(#context_arg #arg).await }
                         },
-                    ),
+                    )
+                    #schemas,
                 )
             };
+            #doc
         }
     });
     quote! {
@@ -436,6 +500,33 @@ mod tests {
     }
 
     #[test]
+    fn doc_comments_become_each_procedures_doc_and_schema_asks_for_schemas() {
+        let item = quote! {
+            pub trait Calculator {
+                /// a + b.
+                ///
+                ///  Indented.
+                async fn add(&self, args: Add) -> Result<i64, Status>;
+                async fn undocumented(&self) -> Result<(), Status>;
+            }
+        };
+        let code = expanded(quote!(), item.clone()).unwrap();
+        assert!(
+            code.contains(r#"procedure . doc ("a + b.\n\n Indented.")"#),
+            "{code}"
+        );
+        assert_eq!(code.matches("procedure . doc").count(), 1, "{code}");
+        assert!(!code.contains("with_schemas"), "{code}");
+        if cfg!(feature = "schema") {
+            let code = expanded(quote!(schema), item).unwrap();
+            assert_eq!(code.matches(". with_schemas ()").count(), 2, "{code}");
+        } else {
+            let error = expanded(quote!(schema), item).unwrap_err().to_string();
+            assert!(error.contains("rabbit-rpc's `schema` feature"), "{error}");
+        }
+    }
+
+    #[test]
     fn says_what_to_change() {
         let cases = [
             (
@@ -507,6 +598,9 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(error.contains("the only option is `name"), "{error}");
+        assert!(
+            error.contains("the options are `name = \"…\"` and `schema`"),
+            "{error}"
+        );
     }
 }

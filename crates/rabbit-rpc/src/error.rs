@@ -135,6 +135,25 @@ pub enum Error {
         reason: String,
     },
 
+    /// A control request ([`Client::ping`](crate::Client::ping),
+    /// [`Client::describe`](crate::Client::describe)) was answered, but not
+    /// by a rabbit-rpc server: whatever serves the queue (a tutorial
+    /// server, another library's, a rabbit-rpc server older than control
+    /// requests) ignored the `rpc-control` header and ran its handler on
+    /// the request, an empty body.
+    #[error(
+        "queue '{queue}' is served, but not by a rabbit-rpc server: it ran its handler on the \
+         {control} request (an empty body), which answered {answer}"
+    )]
+    NotRabbitRpc {
+        /// The queue the request was addressed to.
+        queue: String,
+        /// The control request: `ping` or `describe`.
+        control: String,
+        /// What came back, in a few words.
+        answer: String,
+    },
+
     /// Any other failure the broker or the client library reported.
     #[error("broker error: {0}")]
     Broker(#[source] BrokerError),
@@ -242,6 +261,7 @@ impl Error {
             Error::NoRoute { .. } => Code::NotFound,
             Error::Declare { .. } | Error::QueueMismatch { .. } => Code::InvalidArgument,
             Error::Decode { .. } => Code::Internal,
+            Error::NotRabbitRpc { .. } => Code::Unimplemented,
             Error::Refused { refusal, .. } => refusal.code(),
             Error::Connect { .. }
             | Error::NoServer { .. }
@@ -273,6 +293,13 @@ impl Error {
     /// consumer on it.
     pub fn is_no_server(&self) -> bool {
         matches!(self, Error::NoRoute { .. } | Error::NoServer { .. })
+    }
+
+    /// True when a control request (ping, describe) was answered by
+    /// something that is not a rabbit-rpc server, which ran its handler on
+    /// it ([`Error::NotRabbitRpc`]).
+    pub fn is_not_rabbit_rpc(&self) -> bool {
+        matches!(self, Error::NotRabbitRpc { .. })
     }
 
     /// What the broker refused, when it refused something.

@@ -96,6 +96,10 @@
 //! # Features
 //!
 //! - `macros` (default): the [`service`] attribute.
+//! - `schema`: JSON Schemas of typed procedures' arguments and results in
+//!   their [`Description`] (`describe`), from the `schemars` crate
+//!   (re-exported as `rabbit_rpc::schemars`):
+//!   `#[rabbit_rpc::service(schema)]`, `TypedFn::with_schemas`.
 //! - `test-util`: [`MemoryBroker`], an in-memory broker for tests.
 //! - `http`: [`http::Endpoint`], Prometheus metrics, liveness and readiness
 //!   over HTTP, for running a server in production.
@@ -104,6 +108,7 @@
 
 mod client;
 pub mod codec;
+mod description;
 mod error;
 #[cfg(feature = "http")]
 pub mod http;
@@ -116,7 +121,8 @@ mod status;
 mod trace;
 mod transport;
 
-pub use client::{CallOptions, Client, ClientBuilder, Reply, ReplyQueue};
+pub use client::{CallOptions, Client, ClientBuilder, Ping, PingState, Reply, ReplyQueue};
+pub use description::{Description, Payload};
 pub use error::{BrokerError, Error, Refusal};
 pub use metadata::Metadata;
 pub use server::{
@@ -136,6 +142,19 @@ pub use transport::{QueueArgument, url::BrokerUrl};
 /// crate docs for an example and `rabbit-rpc-macros` for the rules.
 #[cfg(feature = "macros")]
 pub use rabbit_rpc_macros::service;
+
+/// The `schemars` crate (feature `schema`), whose `JsonSchema` derive
+/// describes typed procedures' arguments and results
+/// ([`TypedFn::with_schemas`], `#[rabbit_rpc::service(schema)]`). Use it
+/// without depending on `schemars` yourself by pointing the derive here:
+/// `#[derive(rabbit_rpc::JsonSchema)] #[schemars(crate = "rabbit_rpc::schemars")]`.
+#[cfg(feature = "schema")]
+pub use schemars;
+
+/// `schemars::JsonSchema`, the trait and its derive (feature `schema`); see
+/// [`schemars`].
+#[cfg(feature = "schema")]
+pub use schemars::JsonSchema;
 
 /// `1.5s`, `500ms`, `30s`: durations as people write them.
 pub(crate) fn fmt_duration(duration: std::time::Duration) -> String {

@@ -7,7 +7,9 @@
 //! message with `reply_to` and `correlation_id`; a reply is a message to
 //! `reply_to` with the same `correlation_id`. What rabbit-rpc adds are
 //! headers that tutorial peers ignore: [`STATUS_HEADER`] and
-//! [`DETAILS_HEADER`] on error replies, and a call's metadata on requests.
+//! [`DETAILS_HEADER`] on error replies, a call's metadata on requests, and
+//! [`CONTROL_HEADER`] on the requests a server answers itself (ping,
+//! describe) and on their replies.
 
 use std::time::Duration;
 
@@ -25,6 +27,23 @@ pub const STATUS_HEADER: &str = "rpc-status";
 /// ([`Status::with_details`]). A tutorial client sees only the message, the
 /// body.
 pub const DETAILS_HEADER: &str = "rpc-error-details";
+
+/// Request header of a control request: one the server library answers
+/// itself, without running the procedure's handler: [`CONTROL_PING`] or
+/// [`CONTROL_DESCRIBE`] (a long string). The reply carries the same header
+/// with the same value, which tells the caller a rabbit-rpc server answered:
+/// a tutorial server ignores the header, runs its handler on the request
+/// (an empty body) and answers without it. A value the server does not know
+/// gets an `unimplemented` error reply (with the header).
+pub const CONTROL_HEADER: &str = "rpc-control";
+
+/// [`CONTROL_HEADER`] value: which server instance answers the queue, its
+/// version and whether it is serving or draining, as JSON.
+pub const CONTROL_PING: &str = "ping";
+
+/// [`CONTROL_HEADER`] value: what the procedure takes and returns (content
+/// types, JSON Schemas) and its documentation, as JSON.
+pub const CONTROL_DESCRIBE: &str = "describe";
 
 /// Optional request header: how many milliseconds the caller still waited
 /// when it sent the request (an integer, or decimal text). A server counts
@@ -103,15 +122,24 @@ pub(crate) fn check_metadata(metadata: &Metadata) -> Result<(), Error> {
 /// `message_id` (the AMQP 1.0 and JMS convention, by which a responder
 /// answers with `correlation_id` = the request's `message_id`), the caller's remaining time as
 /// `expiration` (unless longer than [`MAX_SENT_TIMEOUT`]), the content type
-/// if given, and the metadata as headers (none when there is none: the
-/// broker then parses no table).
+/// if given, the metadata as headers (none when there is none: the
+/// broker then parses no table), and [`CONTROL_HEADER`] for a control
+/// request.
 pub(crate) fn request<'a>(
     reply_to: &'a str,
     correlation_id: &'a str,
     timeout: Duration,
     content_type: Option<&'a str>,
     metadata: &'a Metadata,
+    control: Option<&'a str>,
 ) -> Outgoing<'a> {
+    let mut headers: Vec<_> = metadata
+        .iter()
+        .map(|(name, value)| (name, HeaderValue::Text(value)))
+        .collect();
+    if let Some(control) = control {
+        headers.push((CONTROL_HEADER, HeaderValue::Text(control)));
+    }
     Outgoing {
         correlation_id: Some(correlation_id),
         message_id: Some(correlation_id),
@@ -123,10 +151,7 @@ pub(crate) fn request<'a>(
                 .unwrap_or(u64::MAX)
                 .max(1)
         }),
-        headers: metadata
-            .iter()
-            .map(|(name, value)| (name, HeaderValue::Text(value)))
-            .collect(),
+        headers,
     }
 }
 
@@ -169,23 +194,41 @@ pub(crate) fn add_trace<'a>(message: &mut Outgoing<'a>, trace: &'a crate::trace:
 }
 
 /// Reads a reply: [`STATUS_HEADER`] absent or `"ok"` is a success, anything
-/// else an error whose message is the body.
+/// else an error whose message is the body. Either remembers the reply's
+/// [`CONTROL_HEADER`], if any.
 pub(crate) fn decode_reply(properties: &Properties, body: Vec<u8>) -> Result<Reply, Status> {
     if !properties.has_headers() {
         return Ok(Reply::new(body, properties.content_type()));
     }
+    let answered = control(properties).map(String::from);
     let code = match properties.header(STATUS_HEADER) {
         Some(Header::Text(name)) => Code::from_wire(&name),
         _ => Code::Ok,
     };
     if code == Code::Ok {
-        return Ok(Reply::new(body, properties.content_type()));
+        return Ok(Reply::new(body, properties.content_type()).with_control(answered));
     }
     let details = match properties.header(DETAILS_HEADER) {
         Some(Header::Text(json)) => Some(json.into_owned()),
         _ => None,
     };
-    Err(Status::new(code, String::from_utf8_lossy(&body)).with_details_json(details))
+    Err(Status::new(code, String::from_utf8_lossy(&body))
+        .with_details_json(details)
+        .with_control(answered))
+}
+
+/// The [`CONTROL_HEADER`] of a request or reply, if it has one (with a
+/// text value). One header lookup, and only when the message has headers
+/// at all: the requests of rabbit-rpc's and the tutorials' clients usually
+/// have none.
+pub(crate) fn control(properties: &Properties) -> Option<std::borrow::Cow<'_, str>> {
+    if !properties.has_headers() {
+        return None;
+    }
+    match properties.header(CONTROL_HEADER)? {
+        Header::Text(value) => Some(value),
+        Header::Int(_) => None,
+    }
 }
 
 /// The id a reply to this request must carry as its `correlation_id`: the
@@ -297,6 +340,7 @@ mod tests {
             Duration::from_millis(1500),
             None,
             &metadata,
+            None,
         );
         assert!(request.headers.is_empty());
         assert_eq!(request.expiration_ms, Some(1500));
@@ -305,9 +349,16 @@ mod tests {
     #[test]
     fn requests_carry_their_timeout_as_expiration() {
         let metadata = Metadata::new();
-        let forever = request("reply", "id-2", Duration::MAX, None, &metadata);
+        let forever = request("reply", "id-2", Duration::MAX, None, &metadata, None);
         assert_eq!(forever.expiration_ms, None);
-        let tiny = request("reply", "id-3", Duration::from_micros(10), None, &metadata);
+        let tiny = request(
+            "reply",
+            "id-3",
+            Duration::from_micros(10),
+            None,
+            &metadata,
+            None,
+        );
         assert_eq!(tiny.expiration_ms, Some(1));
         let received = Properties::Amqp(BasicProperties::default().with_expiration("1500".into()));
         assert_eq!(
@@ -358,6 +409,36 @@ mod tests {
         let mut reserved = Metadata::new();
         reserved.insert("rpc-status", "ok");
         assert!(check_metadata(&reserved).is_err());
+    }
+
+    #[test]
+    fn control_requests_and_their_replies_carry_the_control_header() {
+        let metadata = Metadata::new();
+        let ping = request(
+            "reply",
+            "id-4",
+            Duration::from_secs(1),
+            None,
+            &metadata,
+            Some(CONTROL_PING),
+        );
+        assert_eq!(
+            ping.headers,
+            vec![(CONTROL_HEADER, HeaderValue::Text(CONTROL_PING))]
+        );
+        let answered = with_headers(&[(CONTROL_HEADER, AMQPValue::LongString("ping".into()))]);
+        assert_eq!(control(&answered).as_deref(), Some("ping"));
+        let reply = decode_reply(&answered, b"{}".to_vec()).unwrap();
+        assert_eq!(reply.control(), Some("ping"));
+        let plain = Properties::Amqp(BasicProperties::default());
+        assert_eq!(control(&plain), None);
+        assert_eq!(decode_reply(&plain, Vec::new()).unwrap().control(), None);
+        let refused = with_headers(&[
+            (CONTROL_HEADER, AMQPValue::LongString("frob".into())),
+            (STATUS_HEADER, AMQPValue::LongString("unimplemented".into())),
+        ]);
+        let status = decode_reply(&refused, b"no".to_vec()).unwrap_err();
+        assert_eq!(status.control(), Some("frob"));
     }
 
     #[test]

@@ -149,6 +149,10 @@ pub struct Status {
     message: String,
     /// JSON text.
     details: Option<String>,
+    /// The `rpc-control` header of the error reply this came from, if any:
+    /// a control request a rabbit-rpc server refused, not a handler's error
+    /// (see [`Client::ping`](crate::Client::ping)).
+    control: Option<String>,
 }
 
 impl Status {
@@ -158,6 +162,7 @@ impl Status {
             code,
             message: message.into(),
             details: None,
+            control: None,
         }
     }
 
@@ -193,6 +198,17 @@ impl Status {
     pub(crate) fn with_details_json(mut self, json: Option<String>) -> Status {
         self.details = json;
         self
+    }
+
+    /// Received with this `rpc-control` header.
+    pub(crate) fn with_control(mut self, control: Option<String>) -> Status {
+        self.control = control;
+        self
+    }
+
+    /// The `rpc-control` header of the error reply, if it had one.
+    pub(crate) fn control(&self) -> Option<&str> {
+        self.control.as_deref()
     }
 
     /// [`Code::InvalidArgument`]: the request itself is wrong.

@@ -160,6 +160,16 @@ impl Broker {
                 if let Some(content_type) = &message.content_type {
                     properties = properties.with_content_type(content_type.as_str().into());
                 }
+                if !message.headers.is_empty() {
+                    let mut headers = lapin::types::FieldTable::default();
+                    for (name, value) in &message.headers {
+                        headers.insert(
+                            name.as_str().into(),
+                            lapin::types::AMQPValue::LongString(value.as_str().into()),
+                        );
+                    }
+                    properties = properties.with_headers(headers);
+                }
                 common::publish(&channel, queue, &message.body, properties).await;
                 let _ = connection.close(200, "done".into()).await;
             }
@@ -190,6 +200,13 @@ impl Broker {
                 message.message_id = text(properties.message_id());
                 message.reply_to = text(properties.reply_to());
                 message.content_type = text(properties.content_type());
+                if let Some(headers) = properties.headers() {
+                    for (name, value) in headers.inner() {
+                        if let lapin::types::AMQPValue::LongString(value) = value {
+                            message.headers.push((name.to_string(), value.to_string()));
+                        }
+                    }
+                }
                 Some(message)
             }
             Broker::Memory(broker) => broker.get(queue),
@@ -251,6 +268,7 @@ conformance!(
     a_resilient_call_outlives_its_clients_connection,
     after_a_lost_connection_a_server_skips_requests_whose_caller_is_gone,
     requests_correlate_by_message_id_too_as_amqp_1_0_peers_do,
+    control_requests_are_answered_by_the_server_not_the_handler,
 );
 
 /// A server answering `handler` on a fresh queue, running until the handle
@@ -985,4 +1003,96 @@ async fn requests_correlate_by_message_id_too_as_amqp_1_0_peers_do(broker: &Brok
     assert!(request.correlation_id.is_some());
     assert_eq!(request.message_id, request.correlation_id);
     call.abort();
+}
+
+/// Ping and describe are answered by the server library: the handler does
+/// not run, nothing is counted, and a ping shows the requests in hand. A
+/// control request the server does not know gets `unimplemented`, with the
+/// header back; the `reply_to` policy applies to control requests too.
+async fn control_requests_are_answered_by_the_server_not_the_handler(broker: &Broker) {
+    let gate = Arc::new(Semaphore::new(0));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let server = Running::start(broker, "conf_control", gated(&gate, &runs), |b| {
+        b.connection_name("conformance control").concurrency(2)
+    })
+    .await;
+    let client = broker.client().connect().await.unwrap();
+    let options = CallOptions::new().timeout(Duration::from_secs(10));
+    let ping = client.ping(&server.queue, &options).await.unwrap();
+    assert_eq!(ping.procedure(), server.queue);
+    assert!(ping.state().is_serving(), "{:?}", ping.state());
+    assert_eq!(ping.version(), env!("CARGO_PKG_VERSION"));
+    assert!(
+        ping.server().starts_with("conformance control on "),
+        "{}",
+        ping.server()
+    );
+    assert_eq!(ping.in_flight(), Some(0));
+    let description = client.describe(&server.queue, &options).await.unwrap();
+    assert_eq!(description.procedure(), Some(server.queue.as_str()));
+    assert_eq!(
+        description.request().content_types(),
+        ["application/octet-stream"]
+    );
+    assert_eq!(description.doc(), None);
+
+    // A request in hand shows in a ping, which takes the other slot.
+    let held = spawn_call(&client, &server.queue, "held", Duration::from_secs(30));
+    common::wait_until(Duration::from_secs(10), "the handler runs", || async {
+        runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let ping = client.ping(&server.queue, &options).await.unwrap();
+    assert_eq!(ping.in_flight(), Some(1));
+
+    let (replies, _cleanup) = hand_made_reply_queue(broker).await;
+    broker
+        .publish(
+            &server.queue,
+            RawMessage::new("")
+                .correlation_id("c-1")
+                .reply_to(replies.as_str())
+                .header("rpc-control", "frobnicate"),
+        )
+        .await;
+    let reply = broker.next(&replies).await;
+    assert_eq!(reply.correlation_id.as_deref(), Some("c-1"));
+    let header = |name: &str| {
+        reply
+            .headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    assert_eq!(header("rpc-status").as_deref(), Some("unimplemented"));
+    assert_eq!(header("rpc-control").as_deref(), Some("frobnicate"));
+    let message = String::from_utf8_lossy(&reply.body);
+    assert!(message.contains("'ping' and 'describe'"), "{message}");
+
+    // The reply_to policy comes first: a ping that would reply into another
+    // service's queue is refused, not answered.
+    broker
+        .publish(
+            &server.queue,
+            RawMessage::new("")
+                .correlation_id("c-2")
+                .reply_to("orders.work")
+                .header("rpc-control", "ping"),
+        )
+        .await;
+    common::wait_until(Duration::from_secs(10), "the ping is refused", || async {
+        server.stats.refused() == 1
+    })
+    .await;
+
+    gate.add_permits(1);
+    assert_eq!(held.await.unwrap().unwrap(), "held");
+    let stats = server.stats.clone();
+    server.stop().await.unwrap();
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "only the call ran the handler"
+    );
+    assert_eq!((stats.answered(), stats.errors()), (1, 0), "{stats}");
 }

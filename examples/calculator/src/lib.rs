@@ -6,12 +6,19 @@
 //! so a client in any language can call it. [`Arithmetic`] implements it.
 //! `src/bin/server.rs` serves it; `src/bin/client.rs` calls it; the tests in
 //! `tests/` check the handlers on the in-memory broker, with no RabbitMQ.
+//!
+//! `#[rabbit_rpc::service(schema)]` makes each procedure describe itself
+//! with the JSON Schemas of its argument and result (`rabbit-rpc describe
+//! --queue calculator.add`): their types derive `JsonSchema` beside serde's
+//! derives, through rabbit-rpc's re-export of schemars (feature `schema`),
+//! so this crate does not depend on schemars itself.
 
-use rabbit_rpc::{Context, Status};
+use rabbit_rpc::{Context, JsonSchema, Status};
 use serde::{Deserialize, Serialize};
 
 /// Two numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "rabbit_rpc::schemars")]
 pub struct Operands {
     /// The first.
     pub a: i64,
@@ -20,7 +27,8 @@ pub struct Operands {
 }
 
 /// A quotient and its remainder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "rabbit_rpc::schemars")]
 pub struct Division {
     /// `a / b`, rounded toward zero.
     pub quotient: i64,
@@ -38,7 +46,7 @@ pub struct BadOperand {
 }
 
 /// Integer arithmetic that never overflows silently.
-#[rabbit_rpc::service]
+#[rabbit_rpc::service(schema)]
 pub trait Calculator {
     /// `a + b`; `invalid_argument` if it overflows.
     async fn add(&self, operands: Operands) -> Result<i64, Status>;

@@ -92,3 +92,35 @@ async fn each_method_is_a_queue_a_client_in_any_language_can_call() {
         .unwrap();
     assert_eq!(reply.text(), "42");
 }
+
+#[tokio::test]
+async fn each_procedure_describes_itself_with_its_doc_and_json_schemas() {
+    let (_broker, calculator) = calculator().await;
+    let options = CallOptions::new();
+    let add = calculator
+        .client()
+        .describe("calculator.add", &options)
+        .await
+        .unwrap();
+    assert_eq!(add.procedure(), Some("calculator.add"));
+    assert_eq!(
+        add.doc(),
+        Some("`a + b`; `invalid_argument` if it overflows.")
+    );
+    assert_eq!(add.request().content_types(), ["application/json"]);
+    let request: serde_json::Value =
+        serde_json::from_str(add.request().schema_json().unwrap()).unwrap();
+    assert_eq!(request["title"], "Operands");
+    assert_eq!(request["required"], serde_json::json!(["a", "b"]));
+    let reply: serde_json::Value =
+        serde_json::from_str(add.reply().schema_json().unwrap()).unwrap();
+    assert_eq!(reply["type"], "integer");
+    // No handler ran: describing is not a call.
+    let ping = calculator
+        .client()
+        .ping("calculator.greet", &options)
+        .await
+        .unwrap();
+    assert!(ping.state().is_serving());
+    assert_eq!(ping.procedure(), "calculator.greet");
+}

@@ -176,6 +176,8 @@ pub struct CallOptions {
     pub(super) timeout: Option<Duration>,
     pub(super) content_type: Option<String>,
     pub(super) metadata: Metadata,
+    /// Makes the call a control request (ping, describe): not for users.
+    pub(super) control: Option<&'static str>,
 }
 
 impl CallOptions {

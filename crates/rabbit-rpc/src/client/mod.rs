@@ -2,6 +2,7 @@
 //! and a new connection whenever the broker goes away.
 
 mod builder;
+mod control;
 mod in_flight;
 mod probe;
 mod reply;
@@ -21,6 +22,7 @@ use tokio::{sync::watch, task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 pub use builder::{CallOptions, ClientBuilder, ReplyQueue};
+pub use control::{Ping, PingState};
 pub use reply::Reply;
 
 use tracing::Instrument;
@@ -351,6 +353,7 @@ impl Client {
             call.deadline.saturating_duration_since(Instant::now()),
             call.content_type,
             &call.options.metadata,
+            call.options.control,
         );
         protocol::add_trace(&mut message, &call.trace);
         let publish = session

@@ -7,6 +7,9 @@ use crate::codec::{Codec, CodecError};
 pub struct Reply {
     body: Vec<u8>,
     content_type: Option<String>,
+    /// The `rpc-control` header: set on a rabbit-rpc server's answer to a
+    /// control request (ping, describe).
+    control: Option<String>,
 }
 
 impl Reply {
@@ -14,7 +17,19 @@ impl Reply {
         Reply {
             body,
             content_type: content_type.map(str::to_owned),
+            control: None,
         }
+    }
+
+    /// Received with this `rpc-control` header.
+    pub(crate) fn with_control(mut self, control: Option<String>) -> Reply {
+        self.control = control;
+        self
+    }
+
+    /// The `rpc-control` header of the reply, if it had one.
+    pub(crate) fn control(&self) -> Option<&str> {
+        self.control.as_deref()
     }
 
     /// The reply body as sent.

@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Health, Server, ServerStats, Settings,
+    Health, Server, ServerStats, Settings, control,
     handler::Handler,
     health::HealthSender,
     procedure::Procedure,
@@ -310,8 +310,9 @@ impl ServerBuilder {
         self
     }
 
-    /// The connection name shown by `rabbitmqctl list_connections`.
-    /// Default: `rabbit-rpc server`.
+    /// The connection name shown by `rabbitmqctl list_connections`, and
+    /// in the server's answer to a ping, with its host and process id
+    /// ([`Client::ping`](crate::Client::ping)). Default: `rabbit-rpc server`.
     pub fn connection_name(mut self, name: impl Into<String>) -> ServerBuilder {
         self.link.name = name.into();
         self
@@ -332,9 +333,9 @@ impl ServerBuilder {
     ///
     /// # Errors
     /// [`Error::InvalidRequest`] for no procedure, two on one queue, a queue
-    /// name over 255 bytes, or queue settings that make no queue (a
-    /// transient quorum queue, a delivery limit on a classic one), all
-    /// before connecting; [`Error::InvalidUrl`], [`Error::Connect`],
+    /// name over 255 bytes, queue settings that make no queue (a
+    /// transient quorum queue, a delivery limit on a classic one), or a
+    /// description whose schema is not valid JSON, all before connecting; [`Error::InvalidUrl`], [`Error::Connect`],
     /// [`Error::QueueMismatch`] when a queue exists with other settings than
     /// those given, [`Error::Refused`] when the broker refuses a queue (a
     /// permission, a denied feature), or another broker error.
@@ -382,6 +383,7 @@ impl ServerBuilder {
             draining: CancellationToken::new(),
             confirm_replies: self.confirm_replies,
         });
+        let instance = control::instance(&self.link.name);
         let mut running = Vec::with_capacity(self.procedures.len());
         for procedure in &self.procedures {
             crate::protocol::check_short("the queue name", &procedure.queue)?;
@@ -404,6 +406,12 @@ impl ServerBuilder {
                 counters: Arc::new(Counters::new(&procedure.queue)),
                 permits: Arc::new(Semaphore::new(concurrency.min(Semaphore::MAX_PERMITS))),
                 common: Arc::clone(&common),
+                control: control::About::new(
+                    &procedure.queue,
+                    Arc::clone(&instance),
+                    concurrency,
+                    procedure.described(),
+                )?,
             }));
         }
         Ok(running)

@@ -9,8 +9,10 @@ use std::{future::Future, marker::PhantomData, pin::Pin, sync::Arc};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::Context;
+#[cfg(feature = "schema")]
+use crate::Payload;
 use crate::{
-    Metadata, Status,
+    Description, Metadata, Status,
     codec::{self, Codec, Json},
 };
 
@@ -161,11 +163,27 @@ impl From<&str> for Response {
 pub trait Handler: Send + Sync + 'static {
     /// Handles one request.
     fn call(&self, request: Request) -> impl Future<Output = Result<Response, Status>> + Send;
+
+    /// What this handler says about itself when a caller asks (a
+    /// `describe` control request: `rabbit-rpc describe`,
+    /// [`Client::describe`](crate::Client::describe)): what it takes and
+    /// returns, and its documentation. Asked once, when the server binds.
+    /// Default: bytes in, bytes out, no doc ([`Description::bytes`]);
+    /// [`typed_fn`] handlers say JSON. A [`Procedure`](crate::Procedure)
+    /// may override it ([`Procedure::description`](crate::Procedure::description),
+    /// [`Procedure::doc`](crate::Procedure::doc)).
+    fn describe(&self) -> Description {
+        Description::bytes()
+    }
 }
 
 impl<H: Handler> Handler for Arc<H> {
     fn call(&self, request: Request) -> impl Future<Output = Result<Response, Status>> + Send {
         (**self).call(request)
+    }
+
+    fn describe(&self) -> Description {
+        (**self).describe()
     }
 }
 
@@ -250,6 +268,8 @@ where
 /// encoded into the reply, by codec `C`; see [`typed_fn`].
 pub struct TypedFn<F, A, R, C = Json> {
     f: F,
+    /// JSON in and out; with schemas after [`TypedFn::with_schemas`].
+    description: Description,
     _types: PhantomData<fn(A) -> (R, C)>,
 }
 
@@ -292,7 +312,42 @@ where
 {
     TypedFn {
         f,
+        description: Description::json(),
         _types: PhantomData,
+    }
+}
+
+#[cfg(feature = "schema")]
+impl<F, A, R, C> TypedFn<F, A, R, C>
+where
+    A: schemars::JsonSchema,
+    R: schemars::JsonSchema,
+{
+    /// Describes this procedure with the JSON Schemas of its argument and
+    /// result types (feature `schema`), as a `describe` request shows them:
+    /// both types must implement `JsonSchema` (derive it beside serde's
+    /// derives). `#[rabbit_rpc::service(schema)]` does this for every
+    /// method.
+    ///
+    /// ```
+    /// use rabbit_rpc::{typed_fn, Context, Handler, Status};
+    ///
+    /// #[derive(serde::Deserialize, rabbit_rpc::JsonSchema)]
+    /// #[schemars(crate = "rabbit_rpc::schemars")]
+    /// struct Add { a: i64, b: i64 }
+    ///
+    /// let add = typed_fn(|_context: Context, args: Add| async move {
+    ///     Ok::<_, Status>(args.a + args.b)
+    /// })
+    /// .with_schemas();
+    /// assert!(add.describe().request().schema_json().unwrap().contains("\"a\""));
+    /// ```
+    pub fn with_schemas(mut self) -> TypedFn<F, A, R, C> {
+        self.description = Description::new(
+            Payload::json_schema_of::<A>(),
+            Payload::json_schema_of::<R>(),
+        );
+        self
     }
 }
 
@@ -329,6 +384,10 @@ where
         })?;
         Ok(Response::new(body).with_content_type(C::CONTENT_TYPE))
     }
+
+    fn describe(&self) -> Description {
+        self.description.clone()
+    }
 }
 
 /// `Args` for `my_crate::api::Args`, `Vec<Item>` for
@@ -359,6 +418,8 @@ pub(crate) type BoxedReply = Pin<Box<dyn Future<Output = Result<Response, Status
 /// procedure.
 pub(crate) trait ErasedHandler: Send + Sync + 'static {
     fn call_boxed(&self, request: Request) -> BoxedReply;
+
+    fn describe(&self) -> Description;
 }
 
 /// Erases a handler's type: one `Arc` clone and one box per request.
@@ -368,6 +429,10 @@ impl<H: Handler> ErasedHandler for Erased<H> {
     fn call_boxed(&self, request: Request) -> BoxedReply {
         let handler = Arc::clone(&self.0);
         Box::pin(async move { handler.call(request).await })
+    }
+
+    fn describe(&self) -> Description {
+        self.0.describe()
     }
 }
 

@@ -9,11 +9,13 @@
 //! - [`handler`], [`context`], [`procedure`]: what users write;
 //! - [`queue`], [`reply_to`], [`stats`]: which queue, where replies may go,
 //!   what was done;
-//! - [`callers`]: whether a caller is still there, after a lost connection.
+//! - [`callers`]: whether a caller is still there, after a lost connection;
+//! - [`control`]: the requests a server answers itself (ping, describe).
 
 mod builder;
 mod callers;
 mod context;
+mod control;
 mod dispatch;
 mod handler;
 mod health;

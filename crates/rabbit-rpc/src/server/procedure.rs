@@ -8,7 +8,7 @@ use super::{
     handler::{Erased, ErasedHandler, Handler},
     queue::QueueSettings,
 };
-use crate::QueueArgument;
+use crate::{Description, QueueArgument};
 
 /// One procedure a server answers: a request queue and its handler, with
 /// settings of its own where they differ from the server's
@@ -33,6 +33,9 @@ pub struct Procedure {
     pub(super) max_request_size: Option<usize>,
     pub(super) max_reply_size: Option<usize>,
     pub(super) declare: QueueSettings,
+    /// Over the handler's own ([`Handler::describe`]).
+    description: Option<Description>,
+    doc: Option<String>,
 }
 
 impl fmt::Debug for Procedure {
@@ -57,6 +60,8 @@ impl Procedure {
             max_request_size: None,
             max_reply_size: None,
             declare: QueueSettings::default(),
+            description: None,
+            doc: None,
         }
     }
 
@@ -93,6 +98,36 @@ impl Procedure {
     pub fn max_reply_size(mut self, bytes: usize) -> Procedure {
         self.max_reply_size = Some(bytes);
         self
+    }
+
+    /// What this procedure says about itself when asked (`rabbit-rpc
+    /// describe`, [`Client::describe`](crate::Client::describe)), instead of
+    /// what its handler says ([`Handler::describe`]). A doc given with
+    /// [`Procedure::doc`] wins over this one's.
+    pub fn description(mut self, description: Description) -> Procedure {
+        self.description = Some(description);
+        self
+    }
+
+    /// The procedure's documentation, as `describe` shows it, over its
+    /// handler's (or [`Procedure::description`]'s). `#[rabbit_rpc::service]`
+    /// sets each method's doc comment here.
+    pub fn doc(mut self, doc: impl Into<String>) -> Procedure {
+        self.doc = Some(doc.into());
+        self
+    }
+
+    /// What `describe` answers for this procedure: its description, else
+    /// its handler's, with its doc.
+    pub(super) fn described(&self) -> Description {
+        let description = self
+            .description
+            .clone()
+            .unwrap_or_else(|| self.handler.describe());
+        match &self.doc {
+            Some(doc) => description.with_doc(doc.clone()),
+            None => description,
+        }
     }
 
     /// The type of this procedure's queue, over the server's (see

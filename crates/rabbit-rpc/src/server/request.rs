@@ -11,6 +11,7 @@ use tracing::{Instrument, debug, error, warn};
 use super::{
     Context, Failure,
     callers::Callers,
+    control,
     handler::{ErasedHandler, Request, Response},
     queue::QueueSettings,
     reply_to::{RefusalLog, ReplyToPolicy},
@@ -94,6 +95,8 @@ pub(super) struct Running {
     pub(super) counters: Arc<Counters>,
     pub(super) permits: Arc<Semaphore>,
     pub(super) common: Arc<Common>,
+    /// What its control replies say (see [`control`]).
+    pub(super) control: control::About,
 }
 
 /// Where a request came from: the connection it arrived on. Replies and
@@ -205,6 +208,14 @@ impl Running {
                 return;
             }
         }
+        // Ping and describe: answered by the library, not the handler, and
+        // not counted (see `control`). One header lookup, for requests with
+        // headers only.
+        if let Some(control) = protocol::control(&properties) {
+            self.answer_control(&control, &properties, &body, reply_to, &acker, origin)
+                .await;
+            return;
+        }
         // A timeout too large for the clock means no deadline. Checked
         // after the caller check, which may have taken a while.
         let deadline = protocol::request_timeout(&properties)
@@ -291,7 +302,7 @@ impl Running {
     }
 
     /// Checks a request can be worked on, before any work.
-    fn check(&self, properties: &Properties, body: &[u8]) -> Result<(), Status> {
+    pub(super) fn check(&self, properties: &Properties, body: &[u8]) -> Result<(), Status> {
         let Some(id) = protocol::request_id(properties) else {
             return Err(Status::invalid_argument(
                 "the request has no correlation_id (nor message_id); set one so the reply can be matched",
@@ -424,7 +435,7 @@ fn truncated(text: &str, max: usize) -> Vec<u8> {
     text.as_bytes()[..end].to_vec()
 }
 
-async fn ack(acker: &Acker, lost: &CancellationToken) {
+pub(super) async fn ack(acker: &Acker, lost: &CancellationToken) {
     if let Err(error) = unless_lost(lost, acker.ack()).await {
         settle_failed("acknowledge", &error);
     }
@@ -432,7 +443,7 @@ async fn ack(acker: &Acker, lost: &CancellationToken) {
 
 /// Rejects without requeueing: the broker dead-letters the request if the
 /// queue has a dead-letter exchange, else drops it.
-async fn reject(acker: &Acker, lost: &CancellationToken) {
+pub(super) async fn reject(acker: &Acker, lost: &CancellationToken) {
     if let Err(error) = unless_lost(lost, acker.nack(false)).await {
         settle_failed("reject", &error);
     }
@@ -442,7 +453,7 @@ async fn reject(acker: &Acker, lost: &CancellationToken) {
 /// is gone first: lapin may never finish an operation on a connection that
 /// has died, and a request task must end (a drain waits for it). The
 /// broker hands the request out again either way.
-async fn unless_lost<T>(
+pub(super) async fn unless_lost<T>(
     lost: &CancellationToken,
     operation: impl Future<Output = Result<T, crate::Error>>,
 ) -> Result<T, crate::Error> {
