@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Health, Server, ServerStats, Settings, control,
+    Health, Server, ServerStats, Settings, about,
     handler::Handler,
     health::HealthSender,
     procedure::Procedure,
@@ -383,7 +383,7 @@ impl ServerBuilder {
             draining: CancellationToken::new(),
             confirm_replies: self.confirm_replies,
         });
-        let instance = control::instance(&self.link.name);
+        let instance = about::instance(&self.link.name);
         let mut running = Vec::with_capacity(self.procedures.len());
         for procedure in &self.procedures {
             crate::protocol::check_short("the queue name", &procedure.queue)?;
@@ -406,7 +406,7 @@ impl ServerBuilder {
                 counters: Arc::new(Counters::new(&procedure.queue)),
                 permits: Arc::new(Semaphore::new(concurrency.min(Semaphore::MAX_PERMITS))),
                 common: Arc::clone(&common),
-                control: control::About::new(
+                control: about::About::new(
                     &procedure.queue,
                     Arc::clone(&instance),
                     concurrency,

@@ -12,6 +12,7 @@
 //! - [`callers`]: whether a caller is still there, after a lost connection;
 //! - [`control`]: the requests a server answers itself (ping, describe).
 
+mod about;
 mod builder;
 mod callers;
 mod context;

@@ -10,8 +10,8 @@ use tracing::{Instrument, debug, error, warn};
 
 use super::{
     Context, Failure,
+    about::About,
     callers::Callers,
-    control,
     handler::{ErasedHandler, Request, Response},
     queue::QueueSettings,
     reply_to::{RefusalLog, ReplyToPolicy},
@@ -95,8 +95,8 @@ pub(super) struct Running {
     pub(super) counters: Arc<Counters>,
     pub(super) permits: Arc<Semaphore>,
     pub(super) common: Arc<Common>,
-    /// What its control replies say (see [`control`]).
-    pub(super) control: control::About,
+    /// What its control replies say (see [`super::control`]).
+    pub(super) control: About,
 }
 
 /// Where a request came from: the connection it arrived on. Replies and
