@@ -10,7 +10,9 @@
 //! - [`queue`], [`reply_to`], [`stats`]: which queue, where replies may go,
 //!   what was done;
 //! - [`callers`]: whether a caller is still there, after a lost connection;
-//! - [`control`]: the requests a server answers itself (ping, describe).
+//! - [`control`], [`about`]: the requests a server answers itself (ping,
+//!   describe), and what they say;
+//! - [`health`]: whether it takes requests now, for probes.
 
 mod about;
 mod builder;
