@@ -101,7 +101,7 @@
 //!   (re-exported as `rabbit_rpc::schemars`):
 //!   `#[rabbit_rpc::service(schema)]`, `TypedFn::with_schemas`.
 //! - `test-util`: [`MemoryBroker`], an in-memory broker for tests.
-//! - `http`: [`http::Endpoint`], Prometheus metrics, liveness and readiness
+//! - `http`: `http::Endpoint`, Prometheus metrics, liveness and readiness
 //!   over HTTP, for running a server in production.
 //! - `opentelemetry`: W3C trace context across the broker: a server's span
 //!   is the child of its caller's, and its reply carries the trace on.

@@ -1,8 +1,8 @@
 //! What clients and servers measure, and under which names.
 //!
-//! rabbit-rpc records its measurements through the [`metrics`](::metrics)
+//! rabbit-rpc records its measurements through the [`metrics`](https://docs.rs/metrics)
 //! facade, as it logs through `tracing`: whatever recorder the application
-//! installs gets them (a Prometheus exporter: [`http::Metrics`](crate::http)
+//! installs gets them (a Prometheus exporter: `rabbit_rpc::http::Metrics`
 //! with feature `http`; an OpenTelemetry or StatsD bridge), and with none
 //! installed they cost next to nothing. Install the recorder before binding
 //! a server or connecting a client: each keeps the handles it got then.
@@ -68,7 +68,7 @@ pub const SIZE_BUCKETS: &[f64] = &[
 
 /// Describes every metric above to the installed recorder (their help
 /// texts and units), and registers the reconnection counters at zero.
-/// [`http::Metrics::install`](crate::http) calls it; call it after
+/// `http::Metrics::install` (feature `http`) calls it; call it after
 /// installing a recorder of your own.
 pub fn describe() {
     use ::metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
