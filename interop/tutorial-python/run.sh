@@ -6,6 +6,9 @@
 #   J  the tutorial's server first, then `rabbit-rpc serve fib`, which joins
 #      its queue as it is: every call of a bench is answered, by both
 #   L  `rabbit-rpc call` against the tutorial's server alone: 832040
+#   K  `rabbit-rpc ping` against it: exit 14 (not a rabbit-rpc server; its
+#      handler ran on the ping's body, 0, and answered fib(0)), and it
+#      keeps serving
 #   D  `rabbit-rpc serve fib` first (declares the queue durable, quorum, no
 #      other argument); the tutorial's client gets " [.] Got 832040" from it;
 #      then the tutorial's server starts (its declaration matches ours) and
@@ -61,6 +64,19 @@ py_server() {
 if py_server theirs-first "$QUEUE.theirs-first"; then
     call_fib30 "L: rabbit-rpc call -> today's Python tutorial server" "$work/theirs-first.log" \
         "$QUEUE.theirs-first" || true
+    rc=0
+    bounded 60 "$work/ping.out" "$work/ping.err" "$BIN" ping --queue "$QUEUE.theirs-first" || rc=$?
+    after=0
+    bounded 60 "$work/after.out" "$work/after.err" "$BIN" call --queue "$QUEUE.theirs-first" 10 ||
+        after=$?
+    if ((rc == 14 && after == 0)) && alive "$py_pid" && grep -qF "not by a rabbit-rpc server" "$work/ping.err" &&
+        printf '55\n' | cmp -s - "$work/after.out"; then
+        ok "K: rabbit-rpc ping -> today's Python tutorial server: exit 14 (not a rabbit-rpc server: its handler answered fib(0)), and it keeps serving"
+    else
+        fail "K: rabbit-rpc ping -> today's Python tutorial server: exit $rc (want 14), server alive: $(alive "$py_pid" && echo yes || echo no); stderr:"
+        show <"$work/ping.err"
+        show <"$work/theirs-first.log"
+    fi
     if start_ours ours-second "$QUEUE.theirs-first"; then
         if grep -qF "(existing queue, served as it is)" "$work/ours-second.log"; then
             fleet "J: today's Python tutorial server first, rabbit-rpc joins its queue" \

@@ -140,10 +140,10 @@ pub enum Error {
     /// by a rabbit-rpc server: whatever serves the queue (a tutorial
     /// server, another library's, a rabbit-rpc server older than control
     /// requests) ignored the `rpc-control` header and ran its handler on
-    /// the request, an empty body.
+    /// the request, whose body is `0`.
     #[error(
         "queue '{queue}' is served, but not by a rabbit-rpc server: it ran its handler on the \
-         {control} request (an empty body), which answered {answer}"
+         {control} request (body 0), which answered {answer}"
     )]
     NotRabbitRpc {
         /// The queue the request was addressed to.

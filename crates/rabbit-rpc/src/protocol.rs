@@ -33,7 +33,7 @@ pub const DETAILS_HEADER: &str = "rpc-error-details";
 /// [`CONTROL_DESCRIBE`] (a long string). The reply carries the same header
 /// with the same value, which tells the caller a rabbit-rpc server answered:
 /// a tutorial server ignores the header, runs its handler on the request
-/// (an empty body) and answers without it. A value the server does not know
+/// (body [`CONTROL_BODY`]) and answers without it. A value the server does not know
 /// gets an `unimplemented` error reply (with the header).
 pub const CONTROL_HEADER: &str = "rpc-control";
 
@@ -44,6 +44,12 @@ pub const CONTROL_PING: &str = "ping";
 /// [`CONTROL_HEADER`] value: what the procedure takes and returns (content
 /// types, JSON Schemas) and its documentation, as JSON.
 pub const CONTROL_DESCRIBE: &str = "describe";
+
+/// The body of a control request: `0`. rabbit-rpc servers ignore it; a
+/// server that does not know [`CONTROL_HEADER`] runs its handler on it, and
+/// for tutorial 6's servers, which parse the body as `n`, that is fib(0),
+/// answered `0`, where an empty body crashes them.
+pub const CONTROL_BODY: &[u8] = b"0";
 
 /// Optional request header: how many milliseconds the caller still waited
 /// when it sent the request (an integer, or decimal text). A server counts

@@ -235,8 +235,8 @@ async fn the_checks_before_any_work_apply_to_control_requests() {
     server.stop().await.unwrap();
 }
 
-/// A tutorial server ignores the header and runs its handler on the empty
-/// request; a client reports that as [`Error::NotRabbitRpc`], whether the
+/// A tutorial server ignores the header and runs its handler on the
+/// request's body, `0`; a client reports that as [`Error::NotRabbitRpc`], whether the
 /// handler answered or failed, never as a decode error.
 #[tokio::test]
 async fn a_server_that_runs_its_handler_on_a_ping_is_not_a_rabbit_rpc_server() {
@@ -249,7 +249,7 @@ async fn a_server_that_runs_its_handler_on_a_ping_is_not_a_rabbit_rpc_server() {
         common::declare(&channel, &queue).await;
         let mut requests = common::consume(&channel, &queue, false).await;
         let (seen, saw) = tokio::sync::mpsc::unbounded_channel();
-        // Answers anything: "0" (fib of an empty body, say), or an error
+        // Answers anything: "0" (fib of the body, 0), or an error
         // as a rabbit-rpc server's handler would that knew no ping.
         let answering = tokio::spawn(async move {
             while let Some(Ok(request)) = requests.next().await {
@@ -287,7 +287,7 @@ async fn a_server_that_runs_its_handler_on_a_ping_is_not_a_rabbit_rpc_server() {
         );
         let mut saw = saw;
         let (body, headers) = saw.recv().await.expect("the server got the ping");
-        assert!(body.is_empty());
+        assert_eq!(body, rabbit_rpc::protocol::CONTROL_BODY);
         assert_eq!(
             headers.and_then(|headers| headers.inner().get("rpc-control").cloned()),
             Some(AMQPValue::LongString("ping".into()))

@@ -166,7 +166,8 @@ impl Client {
         })
     }
 
-    /// Sends the control request `control` to `queue` (an empty body) and
+    /// Sends the control request `control` to `queue` (body
+    /// [`CONTROL_BODY`](crate::protocol::CONTROL_BODY)) and
     /// returns a rabbit-rpc server's answer: one that carries the control
     /// header back.
     async fn control(
@@ -182,7 +183,10 @@ impl Client {
             control: control.to_owned(),
             answer,
         };
-        match self.call_raw(queue, &[], &options, None).await {
+        match self
+            .call_raw(queue, crate::protocol::CONTROL_BODY, &options, None)
+            .await
+        {
             Ok(reply) if reply.control().is_some() => Ok(reply),
             Ok(reply) => Err(not_rabbit_rpc(format!("'{}'", excerpt(&reply.text())))),
             // A rabbit-rpc server that refused it (a control request it
