@@ -23,8 +23,9 @@ use ::metrics::{Counter, Gauge, Histogram, Label};
 use crate::Code;
 
 /// Server: how long each request took, from its delivery to its reply
-/// (histogram, seconds; labels `rpc_method`, `rpc_response_status_code`).
-/// Its `_count` is the requests answered, by code.
+/// being sent (histogram, seconds; labels `rpc_method`,
+/// `rpc_response_status_code`). Its `_count` is the requests answered, by
+/// code, recorded as each reply leaves (before the caller can have it).
 pub const SERVER_CALL_DURATION: &str = "rpc_server_call_duration_seconds";
 
 /// Server: requests being worked on now (gauge; label `rpc_method`).

@@ -248,6 +248,13 @@ impl Running {
             answer.details.as_deref(),
         );
         protocol::add_trace(&mut message, &trace_headers);
+        // Measured as the reply leaves: by the time its caller has it, a
+        // scrape shows it.
+        metrics.answered(
+            answer.code,
+            answer.body.len(),
+            received.elapsed().as_secs_f64(),
+        );
         let channel = origin.replies.to(reply_to);
         let published = unless_lost(
             &origin.lost,
@@ -272,11 +279,6 @@ impl Running {
         match confirmed {
             Some(Confirmed::Taken | Confirmed::Returned) => {
                 ack(&acker, &origin.lost).await;
-                metrics.answered(
-                    answer.code,
-                    answer.body.len(),
-                    received.elapsed().as_secs_f64(),
-                );
                 self.counters.add(Count::Answered);
                 if failed {
                     self.counters.add(Count::Error);
