@@ -290,6 +290,13 @@ pub struct ServerArgs {
     #[arg(long)]
     pub connection_name: Option<String>,
 
+    /// Answer only requests from this broker user (repeatable): the
+    /// request's user_id, which RabbitMQ checks is the user its sender
+    /// logged in as. Others get permission_denied, requests without one
+    /// (tutorial clients') unauthenticated; neither runs. Default: anyone.
+    #[arg(long, value_name = "USER")]
+    pub allow_caller: Vec<String>,
+
     /// Serve Prometheus metrics (/metrics), liveness (/livez) and readiness
     /// (/readyz) over HTTP on ADDR, e.g. 127.0.0.1:9464 (port 0: any free
     /// port, logged).

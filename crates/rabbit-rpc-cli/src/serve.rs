@@ -66,6 +66,9 @@ pub async fn serve(
     if server_args.allow_any_reply_to {
         builder = builder.allow_any_reply_to();
     }
+    if !server_args.allow_caller.is_empty() {
+        builder = builder.allow_callers(server_args.allow_caller.iter().cloned());
+    }
     let builder = builder.confirm_replies(server_args.confirm_replies);
     if let Some(address) = &server_args.http {
         // Before binding: probes answer "connecting" from the start, and

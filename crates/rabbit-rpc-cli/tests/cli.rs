@@ -819,3 +819,28 @@ async fn ping_exits_with_a_code_for_each_outcome() {
     let _ = connection.close(200, "done".into()).await;
     common::delete_queue(&draining).await;
 }
+
+#[tokio::test]
+async fn serve_allow_caller_answers_that_user_only() {
+    let alice = common::TestUser::create("cli_alice", ".*", ".*", ".*").await;
+    let bob = common::TestUser::create("cli_bob", ".*", ".*", ".*").await;
+    let queue = common::unique_queue("cli_allow_caller");
+    let mut server = ServeProcess::start("fib", &queue, &["--allow-caller", &alice.name]).await;
+    let answered = serve::run(&alice.url, &["call", "--queue", &queue, "30"]).await;
+    assert_eq!(stdout(&answered), "832040\n", "{}", stderr(&answered));
+    let denied = serve::run(&bob.url, &["call", "--queue", &queue, "30"]).await;
+    assert_eq!(code(&denied), exit::REMOTE_ERROR);
+    let message = stderr(&denied);
+    assert!(message.contains("permission_denied"), "{message}");
+    assert!(
+        message.contains(&format!("user '{}' may not call", bob.name)),
+        "{message}"
+    );
+    server.stop().await;
+    assert!(
+        server.log().contains("1 denied for their caller"),
+        "{}",
+        server.log()
+    );
+    common::delete_queue(&queue).await;
+}

@@ -216,8 +216,12 @@ impl std::fmt::Display for Refusal {
 
 /// What to do about a refusal met while using a connection, where nothing
 /// more is known of what was asked.
-fn hint(refusal: Refusal) -> &'static str {
+fn hint(refusal: Refusal, message: &str) -> &'static str {
     match refusal {
+        Refusal::Precondition if message.contains("user_id") => {
+            "; the client sends the user it logged in as as user_id, and the broker knows it by \
+             another name: turn it off with ClientBuilder::send_user_id(false)"
+        }
         Refusal::Access | Refusal::NotAllowed => {
             "; check the user's permissions (rabbitmqctl list_user_permissions USER)"
         }
@@ -340,7 +344,7 @@ impl Error {
                 match refusal {
                     Some(refusal) => Error::Refused {
                         refusal,
-                        reason: format!("the broker says: {message}{}", hint(refusal)),
+                        reason: format!("the broker says: {message}{}", hint(refusal, message)),
                     },
                     // Any other connection-level error (the broker closed
                     // the connection, e.g. CONNECTION_FORCED): the

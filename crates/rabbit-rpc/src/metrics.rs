@@ -39,7 +39,8 @@ pub const SERVER_RESPONSE_SIZE: &str = "rpc_server_response_size_bytes";
 
 /// Server: requests not answered, or not only answered, by what became of
 /// them (counter; labels `rpc_method` and `outcome`: `refused` for their
-/// `reply_to`, `expired` (the caller had stopped waiting), `dropped`
+/// `reply_to`, `denied` for their caller (answered with an error),
+/// `expired` (the caller had stopped waiting), `dropped`
 /// (nowhere to answer), `redelivered` (delivered before), `requeued`
 /// (handed back unstarted on shutdown)). The same counts as
 /// [`ServerStats`](crate::ServerStats).
@@ -96,7 +97,7 @@ pub fn describe() {
     describe_counter!(
         SERVER_REQUESTS,
         Unit::Count,
-        "Requests by what became of them besides an answer: refused for their reply_to, expired, dropped, redelivered, requeued"
+        "Requests by what became of them besides an answer: refused for their reply_to, denied for their caller, expired, dropped, redelivered, requeued"
     );
     describe_counter!(
         SERVER_RECONNECTIONS,
@@ -120,6 +121,7 @@ pub fn describe() {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Outcome {
     Refused,
+    Denied,
     Expired,
     Dropped,
     Redelivered,
@@ -127,8 +129,9 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    const ALL: [Outcome; 5] = [
+    const ALL: [Outcome; 6] = [
         Outcome::Refused,
+        Outcome::Denied,
         Outcome::Expired,
         Outcome::Dropped,
         Outcome::Redelivered,
@@ -138,6 +141,7 @@ impl Outcome {
     fn as_str(self) -> &'static str {
         match self {
             Outcome::Refused => "refused",
+            Outcome::Denied => "denied",
             Outcome::Expired => "expired",
             Outcome::Dropped => "dropped",
             Outcome::Redelivered => "redelivered",

@@ -149,6 +149,8 @@ pub(crate) fn request<'a>(
     Outgoing {
         correlation_id: Some(correlation_id),
         message_id: Some(correlation_id),
+        // The client sets it: it knows who it logged in as.
+        user_id: None,
         reply_to: Some(reply_to),
         content_type,
         // At least 1 ms: an expiration of 0 means "deliver now or never".

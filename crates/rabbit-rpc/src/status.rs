@@ -13,6 +13,8 @@ use std::fmt;
 pub enum Code {
     /// The call succeeded.
     Ok,
+    /// The caller gave up on the call (cancelled it).
+    Cancelled,
     /// The request was malformed or its arguments were out of range; retrying
     /// the same request will fail the same way.
     InvalidArgument,
@@ -21,6 +23,8 @@ pub enum Code {
     /// The request named something that does not exist (for example a queue
     /// no server declared).
     NotFound,
+    /// What the request would create exists already.
+    AlreadyExists,
     /// A limit was hit (for example the request body is too large).
     ResourceExhausted,
     /// The caller is known but may not do this (a broker's `ACCESS_REFUSED`,
@@ -33,48 +37,66 @@ pub enum Code {
     /// setting the broker refuses, a queue held by another connection);
     /// retrying unchanged will fail the same way.
     FailedPrecondition,
+    /// The operation was aborted by a conflict (a concurrent change, a lost
+    /// transaction); retrying the whole sequence may succeed.
+    Aborted,
+    /// A value outside the range that is valid now (past the end of a list,
+    /// more than is in stock); unlike `invalid_argument`, it may become valid.
+    OutOfRange,
     /// The service cannot be reached right now; retrying later may succeed.
     Unavailable,
     /// The server does not implement what was asked.
     Unimplemented,
     /// The server failed while handling the request (a bug or a panic).
     Internal,
+    /// Data was lost or corrupted beyond recovery.
+    DataLoss,
     /// A code this version does not know, received from a peer.
     Unknown,
 }
 
 impl Code {
     /// Every code, in [`Code::index`] order.
-    pub(crate) const ALL: [Code; 12] = [
+    pub(crate) const ALL: [Code; 17] = [
         Code::Ok,
+        Code::Cancelled,
+        Code::Unknown,
         Code::InvalidArgument,
         Code::DeadlineExceeded,
         Code::NotFound,
-        Code::ResourceExhausted,
+        Code::AlreadyExists,
         Code::PermissionDenied,
-        Code::Unauthenticated,
+        Code::ResourceExhausted,
         Code::FailedPrecondition,
-        Code::Unavailable,
+        Code::Aborted,
+        Code::OutOfRange,
         Code::Unimplemented,
         Code::Internal,
-        Code::Unknown,
+        Code::Unavailable,
+        Code::DataLoss,
+        Code::Unauthenticated,
     ];
 
     /// The code's place in [`Code::ALL`].
     pub(crate) fn index(self) -> usize {
         match self {
             Code::Ok => 0,
-            Code::InvalidArgument => 1,
-            Code::DeadlineExceeded => 2,
-            Code::NotFound => 3,
-            Code::ResourceExhausted => 4,
-            Code::PermissionDenied => 5,
-            Code::Unauthenticated => 6,
-            Code::FailedPrecondition => 7,
-            Code::Unavailable => 8,
-            Code::Unimplemented => 9,
-            Code::Internal => 10,
-            Code::Unknown => 11,
+            Code::Cancelled => 1,
+            Code::Unknown => 2,
+            Code::InvalidArgument => 3,
+            Code::DeadlineExceeded => 4,
+            Code::NotFound => 5,
+            Code::AlreadyExists => 6,
+            Code::PermissionDenied => 7,
+            Code::ResourceExhausted => 8,
+            Code::FailedPrecondition => 9,
+            Code::Aborted => 10,
+            Code::OutOfRange => 11,
+            Code::Unimplemented => 12,
+            Code::Internal => 13,
+            Code::Unavailable => 14,
+            Code::DataLoss => 15,
+            Code::Unauthenticated => 16,
         }
     }
 
@@ -82,6 +104,11 @@ impl Code {
     pub fn as_str(self) -> &'static str {
         match self {
             Code::Ok => "ok",
+            Code::Cancelled => "cancelled",
+            Code::AlreadyExists => "already_exists",
+            Code::Aborted => "aborted",
+            Code::OutOfRange => "out_of_range",
+            Code::DataLoss => "data_loss",
             Code::InvalidArgument => "invalid_argument",
             Code::DeadlineExceeded => "deadline_exceeded",
             Code::NotFound => "not_found",
@@ -101,6 +128,11 @@ impl Code {
     pub fn from_wire(name: &str) -> Code {
         match name {
             "ok" => Code::Ok,
+            "cancelled" => Code::Cancelled,
+            "already_exists" => Code::AlreadyExists,
+            "aborted" => Code::Aborted,
+            "out_of_range" => Code::OutOfRange,
+            "data_loss" => Code::DataLoss,
             "invalid_argument" => Code::InvalidArgument,
             "deadline_exceeded" => Code::DeadlineExceeded,
             "not_found" => Code::NotFound,
@@ -224,6 +256,36 @@ impl Status {
     /// [`Code::ResourceExhausted`]: a limit was hit.
     pub fn resource_exhausted(message: impl Into<String>) -> Status {
         Status::new(Code::ResourceExhausted, message)
+    }
+
+    /// [`Code::Cancelled`]: the caller gave up.
+    pub fn cancelled(message: impl Into<String>) -> Status {
+        Status::new(Code::Cancelled, message)
+    }
+
+    /// [`Code::NotFound`]: nothing by that name.
+    pub fn not_found(message: impl Into<String>) -> Status {
+        Status::new(Code::NotFound, message)
+    }
+
+    /// [`Code::AlreadyExists`]: it exists already.
+    pub fn already_exists(message: impl Into<String>) -> Status {
+        Status::new(Code::AlreadyExists, message)
+    }
+
+    /// [`Code::Aborted`]: a conflict; retry the whole sequence.
+    pub fn aborted(message: impl Into<String>) -> Status {
+        Status::new(Code::Aborted, message)
+    }
+
+    /// [`Code::OutOfRange`]: outside what is valid now.
+    pub fn out_of_range(message: impl Into<String>) -> Status {
+        Status::new(Code::OutOfRange, message)
+    }
+
+    /// [`Code::DataLoss`]: data lost or corrupted.
+    pub fn data_loss(message: impl Into<String>) -> Status {
+        Status::new(Code::DataLoss, message)
     }
 
     /// [`Code::PermissionDenied`]: the caller may not do this.

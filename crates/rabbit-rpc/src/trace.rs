@@ -94,6 +94,7 @@ pub(crate) fn finish(span: &Span, code: Code, server: bool) {
                 | Code::Unimplemented
                 | Code::Internal
                 | Code::Unavailable
+                | Code::DataLoss
         )
     } else {
         code != Code::Ok

@@ -50,6 +50,7 @@ pub struct ClientBuilder {
     pub(super) reply_queue: ReplyQueue,
     pub(super) publisher_confirms: bool,
     pub(super) max_body_size: usize,
+    pub(super) send_user_id: bool,
 }
 
 impl Default for ClientBuilder {
@@ -61,6 +62,7 @@ impl Default for ClientBuilder {
             reply_queue: ReplyQueue::default(),
             publisher_confirms: false,
             max_body_size: 16 * 1024 * 1024,
+            send_user_id: true,
         }
     }
 }
@@ -133,6 +135,21 @@ impl ClientBuilder {
     /// the broker is the bottleneck of an RPC system.
     pub fn publisher_confirms(mut self, on: bool) -> ClientBuilder {
         self.publisher_confirms = on;
+        self
+    }
+
+    /// Whether requests carry the `user_id` property: the user this client
+    /// logged in as, which RabbitMQ checks (a request with another is
+    /// refused, the channel closed), so that servers know who called
+    /// ([`Context::caller`](crate::Context::caller),
+    /// [`ServerBuilder::allow_callers`](crate::ServerBuilder::allow_callers)).
+    /// Default: on, with the URL's user; with the EXTERNAL mechanism (a
+    /// client certificate) only when the URL names the user, since the
+    /// broker maps a certificate to a user by its own setting. Turn it off
+    /// for a user the broker knows by another name than the one logged in
+    /// with.
+    pub fn send_user_id(mut self, on: bool) -> ClientBuilder {
+        self.send_user_id = on;
         self
     }
 

@@ -356,6 +356,7 @@ impl Client {
             call.options.control,
         );
         protocol::add_trace(&mut message, &call.trace);
+        message.user_id = session.user.as_deref();
         let publish = session
             .channel
             .publish(call.queue, true, &message, call.body);

@@ -88,6 +88,9 @@ pub(super) struct Session {
     pub(super) connection: Connection,
     pub(super) channel: Channel,
     pub(super) reply_to: String,
+    /// The `user_id` its requests carry: the user it logged in as, unless
+    /// the client does not send it.
+    pub(super) user: Option<String>,
     pub(super) in_flight: Arc<InFlight>,
     /// Where publisher confirms go to be watched, when they are on.
     pub(super) confirms: Option<mpsc::UnboundedSender<unroutable::PendingConfirm>>,
@@ -173,10 +176,15 @@ impl Session {
             )));
             confirms
         });
+        let user = settings
+            .send_user_id
+            .then(|| connection.user().map(str::to_owned))
+            .flatten();
         let session = Session {
             connection,
             channel,
             reply_to,
+            user,
             in_flight,
             confirms,
             tasks,

@@ -12,11 +12,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Health, Server, ServerStats, Settings, about,
+    caller_policy::CallerPolicy,
     handler::Handler,
     health::HealthSender,
     procedure::Procedure,
     queue::{QueueSettings, QueueType},
-    reply_to::{RefusalLog, ReplyToPolicy},
+    refusals::RefusalLog,
+    reply_to::ReplyToPolicy,
     request::{Common, Running},
     session::Session,
     stats::Counters,
@@ -58,6 +60,7 @@ pub struct ServerBuilder {
     max_reply_size: usize,
     declare: QueueSettings,
     reply_to: ReplyToPolicy,
+    callers: CallerPolicy,
     drain_timeout: Duration,
     reconnect: bool,
     confirm_replies: bool,
@@ -75,6 +78,7 @@ impl Default for ServerBuilder {
             max_reply_size: 16 * 1024 * 1024,
             declare: QueueSettings::default(),
             reply_to: ReplyToPolicy::default(),
+            callers: CallerPolicy::default(),
             drain_timeout: Duration::from_secs(30),
             reconnect: true,
             confirm_replies: false,
@@ -263,6 +267,23 @@ impl ServerBuilder {
         self
     }
 
+    /// Answers only requests from these users, for every procedure
+    /// without a policy of its own ([`Procedure::allow_callers`]): the
+    /// request's `user_id`, which RabbitMQ checks is the user its publisher
+    /// logged in as. A request from anyone else gets a `permission_denied`
+    /// error reply, one with no `user_id` (a tutorial client's) an
+    /// `unauthenticated` one; neither runs the handler, both are counted
+    /// ([`ServerStats::denied`]) and logged once per caller a minute.
+    /// Default: no policy, everyone is answered. Repeat to allow more.
+    pub fn allow_callers<I, S>(mut self, users: I) -> ServerBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.callers.allow(users.into_iter().map(Into::into));
+        self
+    }
+
     /// How long connecting may take. Default: 5 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> ServerBuilder {
         self.link.connect_timeout = timeout;
@@ -380,6 +401,7 @@ impl ServerBuilder {
         let common = Arc::new(Common {
             reply_to: self.reply_to.clone(),
             refusals: RefusalLog::default(),
+            denials: RefusalLog::default(),
             draining: CancellationToken::new(),
             confirm_replies: self.confirm_replies,
         });
@@ -406,6 +428,11 @@ impl ServerBuilder {
                 counters: Arc::new(Counters::new(&procedure.queue)),
                 permits: Arc::new(Semaphore::new(concurrency.min(Semaphore::MAX_PERMITS))),
                 common: Arc::clone(&common),
+                callers: if procedure.callers.is_set() {
+                    procedure.callers.clone()
+                } else {
+                    self.callers.clone()
+                },
                 control: about::About::new(
                     &procedure.queue,
                     Arc::clone(&instance),

@@ -13,6 +13,7 @@ use crate::Metadata;
 pub struct Context {
     pub(crate) queue: Arc<str>,
     pub(crate) correlation_id: Option<String>,
+    pub(crate) caller: Option<String>,
     pub(crate) content_type: Option<String>,
     pub(crate) redelivered: bool,
     pub(crate) deadline: Option<Instant>,
@@ -38,6 +39,12 @@ impl Context {
         self
     }
 
+    /// This context from `caller` (for tests): see [`Context::caller`].
+    pub fn with_caller(mut self, caller: impl Into<String>) -> Context {
+        self.caller = Some(caller.into());
+        self
+    }
+
     /// This context with a `content_type` (for tests).
     pub fn with_content_type(mut self, content_type: impl Into<String>) -> Context {
         self.content_type = Some(content_type.into());
@@ -54,6 +61,16 @@ impl Context {
     /// requesters send it).
     pub fn correlation_id(&self) -> Option<&str> {
         self.correlation_id.as_deref()
+    }
+
+    /// Who called: the request's `user_id`, which RabbitMQ checks is the
+    /// user the publishing connection logged in as (unless that user is
+    /// tagged `impersonator`), so a server can trust it. `None` for a
+    /// request that names no caller, as tutorial clients' requests do.
+    /// rabbit-rpc clients send their login's user name by default
+    /// ([`ClientBuilder::send_user_id`](crate::ClientBuilder::send_user_id)).
+    pub fn caller(&self) -> Option<&str> {
+        self.caller.as_deref()
     }
 
     /// The `content_type` property the caller set, if any.

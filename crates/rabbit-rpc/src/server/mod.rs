@@ -9,13 +9,16 @@
 //! - [`handler`], [`context`], [`procedure`]: what users write;
 //! - [`queue`], [`reply_to`], [`stats`]: which queue, where replies may go,
 //!   what was done;
+//! - [`caller_policy`]: who may call, by the broker-validated `user_id`;
 //! - [`callers`]: whether a caller is still there, after a lost connection;
+//! - [`refusals`]: refused requests in the log, without flooding it;
 //! - [`control`], [`about`]: the requests a server answers itself (ping,
 //!   describe), and what they say;
 //! - [`health`]: whether it takes requests now, for probes.
 
 mod about;
 mod builder;
+mod caller_policy;
 mod callers;
 mod context;
 mod control;
@@ -24,6 +27,7 @@ mod handler;
 mod health;
 mod procedure;
 mod queue;
+mod refusals;
 mod reply_to;
 mod request;
 mod session;

@@ -5,6 +5,7 @@ use std::{fmt, sync::Arc};
 
 use super::{
     QueueType,
+    caller_policy::CallerPolicy,
     handler::{Erased, ErasedHandler, Handler},
     queue::QueueSettings,
 };
@@ -36,6 +37,7 @@ pub struct Procedure {
     /// Over the handler's own ([`Handler::describe`]).
     description: Option<Description>,
     doc: Option<String>,
+    pub(super) callers: CallerPolicy,
 }
 
 impl fmt::Debug for Procedure {
@@ -62,6 +64,7 @@ impl Procedure {
             declare: QueueSettings::default(),
             description: None,
             doc: None,
+            callers: CallerPolicy::default(),
         }
     }
 
@@ -128,6 +131,18 @@ impl Procedure {
             Some(doc) => description.with_doc(doc.clone()),
             None => description,
         }
+    }
+
+    /// Answers only requests from these users, over the server's policy
+    /// (see [`ServerBuilder::allow_callers`](super::ServerBuilder::allow_callers)).
+    /// Repeat to allow more.
+    pub fn allow_callers<I, S>(mut self, users: I) -> Procedure
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.callers.allow(users.into_iter().map(Into::into));
+        self
     }
 
     /// The type of this procedure's queue, over the server's (see

@@ -11,14 +11,9 @@
 //! [`REPLY_QUEUE_PREFIX`](crate::protocol::REPLY_QUEUE_PREFIX). Those are
 //! allowed by default; anything else must be allowed by name or prefix.
 
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
-
 use tracing::warn;
 
+use super::refusals::{Note, RefusalLog};
 use crate::protocol::REPLY_QUEUE_PREFIX;
 
 /// The reply addresses allowed by default.
@@ -59,68 +54,24 @@ impl ReplyToPolicy {
     }
 }
 
-/// How long a refused `reply_to` stays quiet in the log after its line.
-const QUIET_FOR: Duration = Duration::from_secs(60);
-
-/// How many distinct addresses are remembered at once: a hostile publisher
-/// sending a new `reply_to` with every request must not grow the server's
-/// memory; past this, refusals are summed up in one line a minute.
-const REMEMBERED: usize = 1024;
-
-/// Logs refused `reply_to` addresses once per address per minute.
-#[derive(Debug, Default)]
-pub(super) struct RefusalLog(Mutex<Refusals>);
-
-#[derive(Debug, Default)]
-struct Refusals {
-    /// When each address was last logged.
-    logged: HashMap<String, Instant>,
-    /// Refusals of addresses not remembered, since `unlisted_since`.
-    unlisted: u64,
-    unlisted_since: Option<Instant>,
-}
-
-impl RefusalLog {
-    /// Notes a request refused for its `reply_to`, logging it unless the
-    /// same address was logged within the last minute.
-    pub(super) fn refused(&self, queue: &str, reply_to: &str) {
-        let now = Instant::now();
-        let mut refusals = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(last) = refusals.logged.get(reply_to)
-            && now.duration_since(*last) < QUIET_FOR
-        {
-            return;
-        }
-        if refusals.logged.len() >= REMEMBERED {
-            refusals
-                .logged
-                .retain(|_, last| now.duration_since(*last) < QUIET_FOR);
-        }
-        if refusals.logged.len() < REMEMBERED {
-            refusals.logged.insert(reply_to.to_owned(), now);
-            drop(refusals);
-            warn!(
-                queue,
-                reply_to,
-                "refusing a request whose reply_to is not a reply address (direct reply-to, \
-                 amq.gen-…, {REPLY_QUEUE_PREFIX}…): answering would publish into another \
-                 queue; to allow it, `rabbit-rpc serve --allow-reply-to PREFIX` \
-                 (ServerBuilder::allow_reply_to_prefix)"
-            );
-            return;
-        }
-        refusals.unlisted += 1;
-        let since = *refusals.unlisted_since.get_or_insert(now);
-        if now.duration_since(since) >= QUIET_FOR {
-            let count = std::mem::take(&mut refusals.unlisted);
-            refusals.unlisted_since = Some(now);
-            drop(refusals);
-            warn!(
-                queue,
-                "refused {count} more requests in the last minute whose reply_to is not a reply \
-                 address, from too many addresses to log each"
-            );
-        }
+/// Logs a request refused for its `reply_to` on `queue`: once per address a
+/// minute (see [`RefusalLog`]).
+pub(super) fn log_refused(log: &RefusalLog, queue: &str, reply_to: &str) {
+    match log.note(reply_to) {
+        Note::Line => warn!(
+            queue,
+            reply_to,
+            "refusing a request whose reply_to is not a reply address (direct reply-to, \
+             amq.gen-…, {REPLY_QUEUE_PREFIX}…): answering would publish into another \
+             queue; to allow it, `rabbit-rpc serve --allow-reply-to PREFIX` \
+             (ServerBuilder::allow_reply_to_prefix)"
+        ),
+        Note::Summary(count) => warn!(
+            queue,
+            "refused {count} more requests in the last minute whose reply_to is not a reply \
+             address, from too many addresses to log each"
+        ),
+        Note::Quiet => {}
     }
 }
 
@@ -160,16 +111,5 @@ mod tests {
         assert!(!policy.allows("orders.work"));
         policy.allow_any();
         assert!(policy.allows("orders.work"));
-    }
-
-    #[test]
-    fn the_refusal_log_remembers_a_bounded_number_of_addresses() {
-        let log = RefusalLog::default();
-        for n in 0..(REMEMBERED + 10) {
-            log.refused("q", &format!("victim-{n}"));
-        }
-        let refusals = log.0.lock().unwrap();
-        assert_eq!(refusals.logged.len(), REMEMBERED);
-        assert_eq!(refusals.unlisted, 10);
     }
 }

@@ -11,10 +11,12 @@ use tracing::{Instrument, debug, error, warn};
 use super::{
     Context, Failure,
     about::About,
+    caller_policy::{self, CallerPolicy},
     callers::Callers,
     handler::{ErasedHandler, Request, Response},
     queue::QueueSettings,
-    reply_to::{RefusalLog, ReplyToPolicy},
+    refusals::RefusalLog,
+    reply_to::{self, ReplyToPolicy},
     stats::{Count, Counters},
 };
 use crate::{
@@ -32,6 +34,8 @@ pub(super) struct Common {
     /// Where replies may go.
     pub(super) reply_to: ReplyToPolicy,
     pub(super) refusals: RefusalLog,
+    /// Requests refused for their caller, in the log.
+    pub(super) denials: RefusalLog,
     /// Cancelled when the server starts draining.
     pub(super) draining: CancellationToken,
     /// Whether every request is acknowledged only once the broker has
@@ -95,6 +99,8 @@ pub(super) struct Running {
     pub(super) counters: Arc<Counters>,
     pub(super) permits: Arc<Semaphore>,
     pub(super) common: Arc<Common>,
+    /// Who may call it.
+    pub(super) callers: CallerPolicy,
     /// What its control replies say (see [`super::control`]).
     pub(super) control: About,
 }
@@ -188,7 +194,7 @@ impl Running {
             return;
         }
         if !self.common.reply_to.allows(reply_to) {
-            self.common.refusals.refused(&self.queue, reply_to);
+            reply_to::log_refused(&self.common.refusals, &self.queue, reply_to);
             self.counters.add(Count::Refused);
             reject(&acker, &origin.lost).await;
             return;
@@ -305,6 +311,14 @@ impl Running {
 
     /// Checks a request can be worked on, before any work.
     pub(super) fn check(&self, properties: &Properties, body: &[u8]) -> Result<(), Status> {
+        if self.callers.is_set() {
+            let caller = properties.user_id();
+            if let Err(status) = self.callers.check(&self.queue, caller) {
+                caller_policy::log_denied(&self.common.denials, &self.queue, caller, &status);
+                self.counters.add(Count::Denied);
+                return Err(status);
+            }
+        }
         let Some(id) = protocol::request_id(properties) else {
             return Err(Status::invalid_argument(
                 "the request has no correlation_id (nor message_id); set one so the reply can be matched",
@@ -342,6 +356,7 @@ impl Running {
             context: Context {
                 queue: Arc::clone(&self.queue),
                 correlation_id: protocol::request_id(properties).map(str::to_owned),
+                caller: properties.user_id().map(str::to_owned),
                 content_type: properties.content_type().map(str::to_owned),
                 redelivered,
                 deadline,

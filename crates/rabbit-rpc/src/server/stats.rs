@@ -29,6 +29,7 @@ pub(super) struct Counters {
     redelivered: AtomicU64,
     requeued: AtomicU64,
     refused: AtomicU64,
+    denied: AtomicU64,
     pub(super) metrics: ProcedureMetrics,
 }
 
@@ -42,6 +43,7 @@ pub(super) enum Count {
     Redelivered,
     Requeued,
     Refused,
+    Denied,
 }
 
 impl Counters {
@@ -55,6 +57,7 @@ impl Counters {
             redelivered: AtomicU64::new(0),
             requeued: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            denied: AtomicU64::new(0),
             metrics: ProcedureMetrics::new(queue),
         }
     }
@@ -68,6 +71,7 @@ impl Counters {
             Count::Redelivered => (&self.redelivered, Some(Outcome::Redelivered)),
             Count::Requeued => (&self.requeued, Some(Outcome::Requeued)),
             Count::Refused => (&self.refused, Some(Outcome::Refused)),
+            Count::Denied => (&self.denied, Some(Outcome::Denied)),
         };
         counter.fetch_add(1, Ordering::Relaxed);
         if let Some(outcome) = outcome {
@@ -144,6 +148,14 @@ impl ServerStats {
         self.sum(|c| &c.refused)
     }
 
+    /// Requests refused for their caller (see
+    /// [`ServerBuilder::allow_callers`](super::ServerBuilder::allow_callers)):
+    /// answered with `permission_denied` or `unauthenticated`, the handler
+    /// not run. Also counted as answered with an error.
+    pub fn denied(&self) -> u64 {
+        self.sum(|c| &c.denied)
+    }
+
     /// How many times the server reconnected after losing the broker.
     pub fn reconnections(&self) -> u64 {
         self.reconnections.load(Ordering::Relaxed)
@@ -154,12 +166,13 @@ impl std::fmt::Display for ServerStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} answered ({} with errors), {} expired, {} dropped, {} refused for their reply_to, {} redelivered, {} requeued, {} reconnections",
+            "{} answered ({} with errors), {} expired, {} dropped, {} refused for their reply_to, {} denied for their caller, {} redelivered, {} requeued, {} reconnections",
             self.answered(),
             self.errors(),
             self.expired(),
             self.dropped(),
             self.refused(),
+            self.denied(),
             self.redelivered(),
             self.requeued(),
             self.reconnections()

@@ -277,6 +277,9 @@ fn properties(message: &Outgoing<'_>) -> Result<BasicProperties, Error> {
     if let Some(id) = message.message_id {
         properties = properties.with_message_id(short("the message id", id)?);
     }
+    if let Some(user) = message.user_id {
+        properties = properties.with_user_id(short("the user id", user)?);
+    }
     if let Some(reply_to) = message.reply_to {
         properties = properties.with_reply_to(short("the reply address", reply_to)?);
     }

@@ -82,6 +82,17 @@ impl Connection {
         }
     }
 
+    /// The user this connection logged in as, when known (see
+    /// [`BrokerUrl::user`](url::BrokerUrl)); none on the in-memory broker,
+    /// which has no users.
+    pub(crate) fn user(&self) -> Option<&str> {
+        match self {
+            Connection::Amqp(connection) => connection.url().user(),
+            #[cfg(feature = "test-util")]
+            Connection::Memory(_) => None,
+        }
+    }
+
     /// Where this connection goes, for logs (no password).
     pub(crate) fn peer(&self) -> String {
         match self {
@@ -333,6 +344,9 @@ impl std::fmt::Display for QueueArgument {
 pub(crate) struct Outgoing<'a> {
     pub(crate) correlation_id: Option<&'a str>,
     pub(crate) message_id: Option<&'a str>,
+    /// Who sends it: the user the connection logged in as (the broker
+    /// refuses any other).
+    pub(crate) user_id: Option<&'a str>,
     pub(crate) reply_to: Option<&'a str>,
     pub(crate) content_type: Option<&'a str>,
     /// Per-message TTL, in milliseconds.
@@ -381,6 +395,16 @@ impl Properties {
             Properties::Amqp(p) => p.message_id().as_ref().map(|s| s.as_str()),
             #[cfg(feature = "test-util")]
             Properties::Memory(m) => m.message_id.as_deref(),
+        }
+    }
+
+    /// The `user_id` property: the user the publisher logged in as, checked
+    /// by RabbitMQ.
+    pub(crate) fn user_id(&self) -> Option<&str> {
+        match self {
+            Properties::Amqp(p) => p.user_id().as_ref().map(|s| s.as_str()),
+            #[cfg(feature = "test-util")]
+            Properties::Memory(m) => m.user_id.as_deref(),
         }
     }
 

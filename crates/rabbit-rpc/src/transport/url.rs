@@ -28,6 +28,9 @@ const HEARTBEAT_SECS: u16 = 10;
 #[derive(Clone)]
 pub struct BrokerUrl {
     uri: AMQPUri,
+    /// Whether the URL names a user (`user@host`); without one, lapin logs
+    /// in as `guest`, or as the client certificate says with EXTERNAL.
+    user_given: bool,
 }
 
 impl BrokerUrl {
@@ -54,12 +57,34 @@ impl BrokerUrl {
         if uri.query.heartbeat.is_none() {
             uri.query.heartbeat = Some(HEARTBEAT_SECS);
         }
-        Ok(BrokerUrl { uri })
+        let authority = url
+            .split_once("://")
+            .map_or(url, |(_, rest)| rest)
+            .split(['/', '?'])
+            .next()
+            .unwrap_or_default();
+        Ok(BrokerUrl {
+            uri,
+            user_given: authority.contains('@'),
+        })
     }
 
     /// `host:port`, the part people need to see when a connection fails.
     pub fn endpoint(&self) -> String {
         format!("{}:{}", self.uri.authority.host, self.uri.authority.port)
+    }
+
+    /// The user the connection logs in as, when known: the URL's user
+    /// (`guest` when it names none), but with the EXTERNAL mechanism only a
+    /// user the URL names, since the broker maps a client certificate to a
+    /// user by its own setting.
+    pub(crate) fn user(&self) -> Option<&str> {
+        let external = matches!(
+            self.uri.query.auth_mechanism,
+            Some(lapin::uri::SASLMechanism::External)
+        );
+        let user = self.uri.authority.userinfo.username.as_str();
+        (!user.is_empty() && (self.user_given || !external)).then_some(user)
     }
 
     /// The parsed URI, for connecting.

@@ -152,6 +152,7 @@ impl MemoryBroker {
         let stored = Stored {
             correlation_id: message.correlation_id,
             message_id: message.message_id,
+            user_id: message.user_id,
             reply_to: message.reply_to,
             content_type: message.content_type,
             expiration: expiration_ms.map(|ms| ms.to_string()),
@@ -175,6 +176,7 @@ impl MemoryBroker {
             body: stored.body.clone(),
             correlation_id: stored.correlation_id.clone(),
             message_id: stored.message_id.clone(),
+            user_id: stored.user_id.clone(),
             reply_to: stored.reply_to.clone(),
             content_type: stored.content_type.clone(),
             expiration_ms: stored.expiration.as_deref().and_then(|ms| ms.parse().ok()),
@@ -306,6 +308,7 @@ impl Channel {
         let stored = Stored {
             correlation_id: message.correlation_id.map(str::to_owned),
             message_id: message.message_id.map(str::to_owned),
+            user_id: message.user_id.map(str::to_owned),
             reply_to: message.reply_to.map(str::to_owned),
             content_type: message.content_type.map(str::to_owned),
             expiration: message.expiration_ms.map(|ms| ms.to_string()),
@@ -409,6 +412,10 @@ pub struct RawMessage {
     pub correlation_id: Option<String>,
     /// The `message_id` property.
     pub message_id: Option<String>,
+    /// The `user_id` property: who sent it. The in-memory broker does not
+    /// check it, where RabbitMQ refuses one that is not the publisher's
+    /// login.
+    pub user_id: Option<String>,
     /// The `reply_to` property.
     pub reply_to: Option<String>,
     /// The `content_type` property.
@@ -442,6 +449,12 @@ impl RawMessage {
         self
     }
 
+    /// With this `user_id`.
+    pub fn user_id(mut self, user: impl Into<String>) -> RawMessage {
+        self.user_id = Some(user.into());
+        self
+    }
+
     /// With this `reply_to`.
     pub fn reply_to(mut self, reply_to: impl Into<String>) -> RawMessage {
         self.reply_to = Some(reply_to.into());
@@ -472,6 +485,7 @@ impl RawMessage {
 pub(crate) struct Stored {
     pub(crate) correlation_id: Option<String>,
     pub(crate) message_id: Option<String>,
+    pub(crate) user_id: Option<String>,
     pub(crate) reply_to: Option<String>,
     pub(crate) content_type: Option<String>,
     pub(crate) expiration: Option<String>,
