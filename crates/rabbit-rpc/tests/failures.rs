@@ -474,3 +474,19 @@ async fn a_huge_timeout_means_no_timeout_not_a_panic() {
     );
     server.stop().await.unwrap();
 }
+
+#[test]
+fn builders_never_show_a_password_in_debug() {
+    let client = format!(
+        "{:?}",
+        Client::builder().url("amqp://alice:s3cret@broker.example:5673/prod")
+    );
+    let server = format!(
+        "{:?}",
+        rabbit_rpc::Server::builder().url("amqp://alice:s3cret@broker.example:5673/prod")
+    );
+    for shown in [client, server] {
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("alice@broker.example"), "{shown}");
+    }
+}

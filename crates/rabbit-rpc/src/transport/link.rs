@@ -18,14 +18,32 @@ use super::{
 use crate::Error;
 
 /// Where a builder's connections go and under what name: the settings
-/// the client's and the server's builders share.
-#[derive(Debug, Clone)]
+/// the client's and the server's builders share. Its `Debug` shows the URLs
+/// without their passwords.
+#[derive(Clone)]
 pub(crate) struct LinkSettings {
     pub(crate) urls: Vec<String>,
     #[cfg(feature = "test-util")]
     pub(crate) memory: Option<super::memory::MemoryBroker>,
     pub(crate) name: String,
     pub(crate) connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for LinkSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self.urls.iter().map(|url| redacted(url)).collect();
+        f.debug_struct("LinkSettings")
+            .field("urls", &urls)
+            .field("name", &self.name)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` as it may be shown: parsed, without its password; a URL that does
+/// not parse, not at all (it may hold one).
+fn redacted(url: &str) -> String {
+    BrokerUrl::parse(url).map_or_else(|_| "<an invalid URL>".to_owned(), |url| url.to_string())
 }
 
 impl LinkSettings {
@@ -212,6 +230,24 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_never_shows_a_password() {
+        let mut settings = LinkSettings::new("test");
+        settings.urls = vec![
+            "amqp://alice:s3cret@broker.example:5673/prod".to_owned(),
+            "amqp://bob:hunter2@[not a url".to_owned(),
+        ];
+        let shown = format!("{settings:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("amqp://alice@broker.example:5673/prod"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn backoff_grows_with_jitter_up_to_a_cap() {
