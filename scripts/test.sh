@@ -13,9 +13,10 @@
 # and driven with the rabbitmqctl named by RABBITMQCTL; its cluster tests
 # start a 3-node cluster of the same version (scripts/cluster.sh, on ports
 # 5701-5703). Every pass says which broker it ran on and its test counts.
-# What a pass started (the cluster, the 4.3 nodes) is stopped again at the
-# end unless it was running before. To run the suite against any other
-# broker: AMQP_URL=... RABBITMQCTL=... cargo test --workspace (see README).
+# What a pass started (the cluster, the 4.3 nodes, the TLS bed of
+# scripts/tls.sh) is stopped again at the end unless it was running before.
+# To run the suite against any other broker: AMQP_URL=... RABBITMQCTL=...
+# cargo test --workspace (see README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,6 +55,8 @@ rabbitmq4_up() { RABBITMQ4_PORT=$1 scripts/rabbitmq4.sh status >/dev/null 2>&1; 
 if ! rabbitmq4_up 5681; then
     cleanups+=("RABBITMQ4_PORT=5681 scripts/rabbitmq4.sh down")
 fi
+# The TLS bed of the tls tests (3.10 nodes in both passes).
+[ "$(scripts/tls.sh status 2>/dev/null | grep -c "running, AMQPS")" -eq 2 ] || cleanups+=("scripts/tls.sh down")
 
 failed=0
 summary=()

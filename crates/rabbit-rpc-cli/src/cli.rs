@@ -1,9 +1,12 @@
 //! Command-line arguments. The shape of `serve fib` and `call` is a public
 //! contract (see the README): add to it, do not change it.
 
-use std::time::Duration;
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, Parser, Subcommand, parser::ValueSource};
 
 /// Request/reply (RPC) over RabbitMQ: serve the fibonacci service, or call
 /// any server that speaks RabbitMQ's tutorial-6 protocol.
@@ -13,7 +16,9 @@ pub struct Cli {
     /// Broker URL [default: amqp://guest@127.0.0.1:5672/%2f, password
     /// guest]. Repeat it, or separate URLs with commas, to give several
     /// brokers (e.g. the nodes of a cluster): they are tried in turn when
-    /// connecting and reconnecting.
+    /// connecting and reconnecting. amqps:// URLs take TLS options, as
+    /// RabbitMQ spells them: ?cacertfile=PATH&certfile=PATH&keyfile=PATH
+    /// &server_name_indication=NAME&auth_mechanism=external.
     #[arg(
         long = "url",
         global = true,
@@ -25,6 +30,19 @@ pub struct Cli {
     )]
     pub urls: Vec<String>,
 
+    /// Read the broker URL(s) from FILE instead of --url, so passwords stay
+    /// out of the process list and the shell's history: one URL per line,
+    /// or several separated by commas; blank lines and lines starting with
+    /// # are skipped. --url on the command line wins over AMQP_URL_FILE,
+    /// and --url-file over AMQP_URL.
+    #[arg(
+        long = "url-file",
+        global = true,
+        env = "AMQP_URL_FILE",
+        value_name = "FILE"
+    )]
+    pub url_file: Option<PathBuf>,
+
     /// Async worker threads: 1 runs everything on one thread (measured
     /// fastest on 2 cores; see the README's performance notes), more spreads
     /// async work over cores. CPU-heavy handlers (fib above n = 5000) run on
@@ -35,6 +53,105 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The command line, parsed as clap does (exiting on bad usage), with
+    /// the broker URLs read from `--url-file` (or `AMQP_URL_FILE`) when
+    /// that is how they are given.
+    ///
+    /// # Errors
+    /// One line for a URL file that cannot be read or holds no URL, or
+    /// `--url` and `--url-file` both given at the same level.
+    pub fn parse_args() -> Result<Cli, String> {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().get_matches();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+        cli.read_url_file(&matches)?;
+        Ok(cli)
+    }
+
+    /// Replaces the URLs with those of the URL file, if one is given and
+    /// wins over `--url`/`AMQP_URL`: the command line wins over the
+    /// environment; both on one level is an error.
+    ///
+    /// # Errors
+    /// As [`Cli::parse_args`].
+    pub fn read_url_file(&mut self, matches: &ArgMatches) -> Result<(), String> {
+        let Some(path) = &self.url_file else {
+            return Ok(());
+        };
+        let file = matches.value_source("url_file");
+        if !file_wins(matches.value_source("urls"), file)? {
+            return Ok(());
+        }
+        let name = if file == Some(ValueSource::EnvVariable) {
+            "AMQP_URL_FILE"
+        } else {
+            "--url-file"
+        };
+        self.urls = urls_from_file(name, path)?;
+        Ok(())
+    }
+}
+
+/// Whether the URL file gives the URLs, by where `--url` (`url`) and
+/// `--url-file` (`file`) came from: the command line wins over the
+/// environment, the environment over the default.
+///
+/// # Errors
+/// Both given at the same level.
+fn file_wins(url: Option<ValueSource>, file: Option<ValueSource>) -> Result<bool, String> {
+    match (url, file) {
+        (_, None) => Ok(false),
+        (Some(ValueSource::CommandLine), Some(ValueSource::CommandLine)) => {
+            Err("give the broker with --url or with --url-file, not both".to_owned())
+        }
+        (Some(ValueSource::EnvVariable), Some(ValueSource::EnvVariable)) => Err(
+            "AMQP_URL and AMQP_URL_FILE are both set; unset one (or give --url or --url-file)"
+                .to_owned(),
+        ),
+        (Some(ValueSource::CommandLine), Some(_)) => Ok(false),
+        _ => Ok(true),
+    }
+}
+
+/// The largest URL file read: URLs are short.
+const MAX_URL_FILE: u64 = 64 * 1024;
+
+/// The URLs in the file at `path` (named `name` in messages): one per line
+/// or comma-separated, blank lines and `#` comments skipped. Messages never
+/// show the file's contents: it holds passwords.
+///
+/// # Errors
+/// One line: the file is missing, unreadable, too large, not text, or
+/// holds no URL.
+pub fn urls_from_file(name: &str, path: &Path) -> Result<Vec<String>, String> {
+    let shown = path.display();
+    let size = std::fs::metadata(path).map_or(0, |metadata| metadata.len());
+    if size > MAX_URL_FILE {
+        return Err(format!(
+            "{name} {shown}: {size} bytes is too large for a list of broker URLs"
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|error| match error.kind() {
+        std::io::ErrorKind::NotFound => format!("{name} {shown}: no such file"),
+        _ => format!("{name} {shown}: cannot read it: {error}"),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| format!("{name} {shown}: not text (UTF-8)"))?;
+    let urls: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.starts_with('#'))
+        .flat_map(|line| line.split(','))
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if urls.is_empty() {
+        return Err(format!("{name} {shown}: no broker URL in it"));
+    }
+    Ok(urls)
 }
 
 /// The queue of `call` and `bench`, and of `serve` with one service: the
@@ -544,6 +661,59 @@ mod tests {
                 ["amqp://a", "amqp://b"]
             );
         }
+    }
+
+    #[test]
+    fn the_command_line_wins_over_the_environment() {
+        use ValueSource::{CommandLine, DefaultValue, EnvVariable};
+        for (url, file, chosen) in [
+            (Some(DefaultValue), Some(CommandLine), Ok(true)),
+            (Some(DefaultValue), Some(EnvVariable), Ok(true)),
+            (Some(EnvVariable), Some(CommandLine), Ok(true)),
+            (Some(CommandLine), Some(EnvVariable), Ok(false)),
+            (Some(CommandLine), None, Ok(false)),
+            (Some(CommandLine), Some(CommandLine), Err("not both")),
+            (Some(EnvVariable), Some(EnvVariable), Err("both set")),
+        ] {
+            match (file_wins(url, file), chosen) {
+                (Ok(wins), Ok(expected)) => assert_eq!(wins, expected, "{url:?} {file:?}"),
+                (Err(message), Err(says)) => assert!(message.contains(says), "{message}"),
+                (got, _) => panic!("{url:?} {file:?}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_url_file_holds_urls_by_line_or_comma() {
+        let dir = std::env::temp_dir().join(format!("rabbit-rpc-url-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("urls");
+        std::fs::write(
+            &file,
+            "# the cluster\namqp://u:s3cret@a/%2f, amqp://u:s3cret@b/%2f\n\n  amqp://u:s3cret@c/%2f  \n",
+        )
+        .unwrap();
+        assert_eq!(
+            urls_from_file("--url-file", &file).unwrap(),
+            [
+                "amqp://u:s3cret@a/%2f",
+                "amqp://u:s3cret@b/%2f",
+                "amqp://u:s3cret@c/%2f"
+            ]
+        );
+        std::fs::write(&file, "# nothing\n\n").unwrap();
+        let empty = urls_from_file("--url-file", &file).unwrap_err();
+        assert!(empty.ends_with("no broker URL in it"), "{empty}");
+        std::fs::write(&file, b"amqp://u:s3cret@a/\xff").unwrap();
+        let binary = urls_from_file("AMQP_URL_FILE", &file).unwrap_err();
+        assert!(binary.starts_with("AMQP_URL_FILE "), "{binary}");
+        assert!(binary.ends_with("not text (UTF-8)"), "{binary}");
+        assert!(!binary.contains("s3cret"), "{binary}");
+        let missing = urls_from_file("--url-file", &dir.join("missing")).unwrap_err();
+        assert!(missing.ends_with("missing: no such file"), "{missing}");
+        let directory = urls_from_file("--url-file", &dir).unwrap_err();
+        assert!(directory.contains("cannot read it"), "{directory}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

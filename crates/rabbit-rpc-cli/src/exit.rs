@@ -8,8 +8,10 @@ pub const OK: u8 = 0;
 /// Any failure not listed below (an unexpected AMQP error, a queue the
 /// broker will not let this user declare, …).
 pub const FAILURE: u8 = 1;
-/// Bad command-line usage, including a malformed `--url` or a request that
-/// cannot be sent as given (clap's own code).
+/// Bad command-line usage, including a malformed `--url`, a `--url-file`
+/// that cannot be read, TLS options that cannot work (a missing or bad
+/// certificate or key file: see the README's Security section) or a
+/// request that cannot be sent as given (clap's own code).
 pub const USAGE: u8 = 2;
 /// The server answered with an error status (e.g. `invalid_argument`).
 pub const REMOTE_ERROR: u8 = 3;
@@ -59,7 +61,7 @@ pub fn code_for(error: &Error) -> u8 {
         Error::NoRoute { .. } | Error::NoServer { .. } => NO_SERVER,
         Error::Connect { .. } => CANNOT_CONNECT,
         Error::ConnectionLost { .. } => CONNECTION_LOST,
-        Error::InvalidUrl { .. } | Error::InvalidRequest { .. } => USAGE,
+        Error::InvalidUrl { .. } | Error::InvalidRequest { .. } | Error::Tls { .. } => USAGE,
         Error::QueueMismatch { .. } => QUEUE_MISMATCH,
         Error::NotRabbitRpc { .. } => NOT_RABBIT_RPC,
         Error::Refused { refusal, .. } => match refusal {
@@ -76,7 +78,7 @@ pub fn code_for(error: &Error) -> u8 {
 pub fn message_for(error: &Error) -> String {
     match error {
         Error::Connect { .. } => {
-            format!("error: {error} (the broker is set with --url or AMQP_URL)")
+            format!("error: {error} (the broker is set with --url, --url-file or AMQP_URL)")
         }
         Error::NoRoute { .. } | Error::NoServer { .. } => {
             format!("error: {error}; start one with `rabbit-rpc serve fib`")
@@ -94,7 +96,7 @@ pub fn message_for(error: &Error) -> String {
         Error::Refused {
             refusal: Refusal::Login | Refusal::VirtualHost,
             ..
-        } => format!("error: {error} (the broker is set with --url or AMQP_URL)"),
+        } => format!("error: {error} (the broker is set with --url, --url-file or AMQP_URL)"),
         _ => format!("error: {error}"),
     }
 }

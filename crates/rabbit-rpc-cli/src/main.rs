@@ -2,7 +2,7 @@
 
 use std::{io::Write, process::ExitCode};
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 use rabbit_rpc_cli::{
     bench, call,
     cli::{Cli, Command},
@@ -10,7 +10,13 @@ use rabbit_rpc_cli::{
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::parse_args() {
+        Ok(cli) => cli,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
     // `serve` logs at info; the other commands keep stderr for their one
     // error line.
     let default_level = match cli.command {

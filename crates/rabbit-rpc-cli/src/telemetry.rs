@@ -33,8 +33,9 @@ impl Telemetry {
 }
 
 /// Logs to stderr at `default` level unless `RUST_LOG` says otherwise
-/// (lapin's own logs stay off unless named), and traces as the
-/// OpenTelemetry environment says.
+/// (lapin's own logs stay off unless named; the warning that a URL's
+/// `verify=verify_none` leaves the broker's certificate unchecked shows
+/// unless named), and traces as the OpenTelemetry environment says.
 ///
 /// # Errors
 /// One line when the environment asks for something this build cannot do
@@ -48,6 +49,9 @@ pub fn init(default: &str) -> Result<Telemetry, String> {
         if !spec.contains(quiet) {
             spec.push_str(&format!(",{quiet}=off"));
         }
+    }
+    if !spec.contains("rabbit_rpc::tls") {
+        spec.push_str(",rabbit_rpc::tls=warn");
     }
     let filter = EnvFilter::try_new(&spec)
         .unwrap_or_else(|_| EnvFilter::new(format!("{default},lapin=off,amq_protocol=off")));

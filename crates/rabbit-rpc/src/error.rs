@@ -19,6 +19,26 @@ pub enum Error {
         reason: String,
     },
 
+    /// The TLS settings cannot work as given (see
+    /// [`TlsOptions`](crate::TlsOptions)): a file they name is missing,
+    /// unreadable, not PEM, holds no certificate or no key, or a key that
+    /// is not the certificate's; or the options do not go together (TLS
+    /// options on an `amqp://` URL, a certificate without its key). Nothing
+    /// was sent to the broker. A broker certificate refused during the
+    /// handshake is [`Error::Connect`] instead; this client's certificate
+    /// (or its absence) refused by the broker, [`Error::Refused`] with
+    /// [`Refusal::Login`].
+    #[error("TLS settings: {reason}")]
+    Tls {
+        /// What is wrong, naming the file and the option (as RabbitMQ's
+        /// URI query parameters name them: `cacertfile`, `certfile`,
+        /// `keyfile`, …).
+        reason: String,
+        /// The underlying failure (reading the file, decoding it), if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+
     /// The broker could not be reached or refused the connection.
     #[error("cannot reach the broker at {endpoint}: {reason}")]
     Connect {
@@ -164,7 +184,9 @@ pub enum Error {
 #[non_exhaustive]
 pub enum Refusal {
     /// The login: a wrong user name or password, or an authentication
-    /// mechanism the broker does not accept.
+    /// mechanism the broker does not accept; over TLS, also this client's
+    /// certificate: none where the broker requires one, one it does not
+    /// trust, or one naming no user it knows (EXTERNAL).
     Login,
     /// The virtual host: it does not exist, or the user may not use it
     /// (AMQP `NOT_ALLOWED` when opening the connection).
@@ -260,7 +282,9 @@ impl Error {
     pub fn code(&self) -> Code {
         match self {
             Error::Remote(status) => status.code(),
-            Error::InvalidUrl { .. } | Error::InvalidRequest { .. } => Code::InvalidArgument,
+            Error::InvalidUrl { .. } | Error::InvalidRequest { .. } | Error::Tls { .. } => {
+                Code::InvalidArgument
+            }
             Error::Timeout { .. } => Code::DeadlineExceeded,
             Error::NoRoute { .. } => Code::NotFound,
             Error::Declare { .. } | Error::QueueMismatch { .. } => Code::InvalidArgument,

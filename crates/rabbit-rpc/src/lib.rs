@@ -82,6 +82,15 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # TLS
+//!
+//! `amqps://` URLs connect over TLS, checking the broker's certificate
+//! against the system's trusted CAs. A CA file, a client certificate, the
+//! server name to check and login by certificate (EXTERNAL) go in the URL's
+//! query as RabbitMQ spells them (`?cacertfile=…&certfile=…&keyfile=…&auth_mechanism=external`)
+//! or through [`TlsOptions`] ([`ClientBuilder::tls`], [`ServerBuilder::tls`]);
+//! a bad file is [`Error::Tls`], naming it, before anything is sent.
+//!
 //! # Layout
 //!
 //! - [`Client`] (`client/`): calls, deadlines, reconnection;
@@ -134,7 +143,7 @@ pub use service::Service;
 pub use status::{Code, Status};
 #[cfg(feature = "test-util")]
 pub use transport::memory::{MemoryBroker, QueueInfo, RawMessage};
-pub use transport::{QueueArgument, url::BrokerUrl};
+pub use transport::{QueueArgument, tls::TlsOptions, url::BrokerUrl};
 
 /// Defines a service once for client and server: from a trait of async
 /// methods, generates a typed client (`NameClient`) and a server adapter

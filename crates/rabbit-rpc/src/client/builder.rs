@@ -105,6 +105,19 @@ impl ClientBuilder {
         self
     }
 
+    /// TLS options for the `amqps://` URLs: a CA file, a client
+    /// certificate, the server name to check, login by certificate
+    /// (EXTERNAL). A URL's own query parameters (`cacertfile`, `certfile`,
+    /// …) win over these, one by one; options for an `amqp://` URL are an
+    /// error. The files are read and checked when connecting, so a bad one
+    /// fails at once with [`Error::Tls`] naming it. Default: none: an
+    /// `amqps://` URL checks the broker's certificate against the system's
+    /// trusted CAs and the URL's host, and presents no client certificate.
+    pub fn tls(mut self, options: crate::TlsOptions) -> ClientBuilder {
+        self.link.tls = Some(options);
+        self
+    }
+
     /// How long connecting may take. Default: 5 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> ClientBuilder {
         self.link.connect_timeout = timeout;

@@ -37,13 +37,20 @@ impl Connection {
         timeout: Duration,
     ) -> Result<Connection, Error> {
         let properties = lapin::ConnectionProperties::default().with_connection_name(name.into());
-        let connecting = lapin::Connection::connect_uri(url.uri().clone(), properties);
+        let connecting = async {
+            match url.tls() {
+                None => lapin::Connection::connect_uri(url.uri().clone(), properties)
+                    .await
+                    .map_err(|error| url.connect_error(&error)),
+                Some(tls) => connect_tls(url, tls, properties).await,
+            }
+        };
         match tokio::time::timeout(timeout, connecting).await {
             Ok(Ok(connection)) => Ok(Connection {
                 connection,
                 url: url.clone(),
             }),
-            Ok(Err(source)) => Err(url.connect_error(&source)),
+            Ok(Err(error)) => Err(error),
             Err(_) => Err(Error::Connect {
                 endpoint: url.endpoint(),
                 reason: format!(
@@ -112,6 +119,70 @@ impl Connection {
             Ok(closed) => closed.map_err(Error::from_lapin),
             // The socket closes when the connection is dropped anyway.
             Err(_) => Ok(()),
+        }
+    }
+}
+
+/// Connects to `url` over TLS: TCP to the URL's host and port, then a
+/// handshake that checks the broker's certificate against the server name
+/// (the URL's host, or `server_name_indication`), with the connector made
+/// from the TLS files as they are now.
+async fn connect_tls(
+    url: &BrokerUrl,
+    tls: &super::tls::Tls,
+    properties: lapin::ConnectionProperties,
+) -> Result<lapin::Connection, Error> {
+    use lapin::{
+        tcp::{AMQPUriTcpExt, TLSConfig},
+        uri::AMQPScheme,
+    };
+    let connector = tls.connector()?;
+    let asking = connector.clone();
+    if tls.skips_verification() {
+        // A target of its own, so a program that keeps its logs quiet can
+        // still let this one through (the CLI does).
+        tracing::warn!(
+            target: "rabbit_rpc::tls",
+            broker = %url,
+            "TLS certificate verification is OFF (verify=verify_none): the broker's certificate \
+             is not checked, so anyone between here and the broker can read and change the \
+             traffic, credentials included; use it for tests only"
+        );
+    }
+    let server_name = tls.server_name().to_owned();
+    let runtime = lapin::runtime::default_runtime().map_err(|error| url.connect_error(&error))?;
+    let connected = lapin::Connection::connector(
+        url.uri().clone(),
+        runtime,
+        async move |uri, runtime| {
+            // lapin's own TLS takes the name to check from the host it
+            // connects to; the TCP part is lapin's, the TLS part ours.
+            let mut plain = uri;
+            plain.scheme = AMQPScheme::AMQP;
+            let stream = plain
+                .connect_with_config_async(TLSConfig::default(), &runtime)
+                .await?;
+            Ok(stream.into_rustls(&connector, &server_name).await?)
+        },
+        properties,
+    )
+    .await;
+    match connected {
+        Ok(connection) => Ok(connection),
+        Err(error) => {
+            // Closed in or just after the handshake without a word: ask why.
+            if let lapin::ErrorKind::IOError(io) = error.kind()
+                && super::tls::tls_cause(io).is_none()
+                && super::tls::closed(io)
+            {
+                let authority = &url.uri().authority;
+                if let Some(cause) = tls.ask_why(&authority.host, authority.port, asking).await
+                    && let Some(failure) = tls.failure(&cause, &url.endpoint())
+                {
+                    return Err(failure);
+                }
+            }
+            Err(url.connect_error(&error))
         }
     }
 }

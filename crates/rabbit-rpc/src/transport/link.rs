@@ -13,6 +13,7 @@ use tracing::warn;
 
 use super::{
     Connection,
+    tls::TlsOptions,
     url::{BrokerUrl, Endpoints},
 };
 use crate::Error;
@@ -27,6 +28,8 @@ pub(crate) struct LinkSettings {
     pub(crate) memory: Option<super::memory::MemoryBroker>,
     pub(crate) name: String,
     pub(crate) connect_timeout: Duration,
+    /// TLS options for the URLs that do not give their own.
+    pub(crate) tls: Option<TlsOptions>,
 }
 
 impl std::fmt::Debug for LinkSettings {
@@ -55,13 +58,15 @@ impl LinkSettings {
             memory: None,
             name: name.to_owned(),
             connect_timeout: Duration::from_secs(5),
+            tls: None,
         }
     }
 
-    /// The link these settings describe.
+    /// The link these settings describe, its TLS files read and checked.
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] for no URL or a bad one.
+    /// [`Error::InvalidUrl`] for no URL or a bad one, [`Error::Tls`] for
+    /// TLS options that cannot work.
     pub(crate) fn link(&self) -> Result<Link, Error> {
         #[cfg(feature = "test-util")]
         if let Some(broker) = &self.memory {
@@ -71,8 +76,10 @@ impl LinkSettings {
                 self.connect_timeout,
             ));
         }
+        let endpoints = Endpoints::parse(&self.urls, self.tls.as_ref())?;
+        endpoints.check_tls()?;
         Ok(Link::new(
-            Target::Amqp(Endpoints::parse(&self.urls)?),
+            Target::Amqp(endpoints),
             self.name.clone(),
             self.connect_timeout,
         ))

@@ -15,7 +15,9 @@
 //! Enums rather than trait objects: two implementations, known at compile
 //! time, and no allocation per publish on the hot path.
 //!
-//! [`link`] is the one connection lifecycle both sides share: connecting
+//! [`tls`] holds the TLS options of `amqps://` connections and what a
+//! failed handshake means; [`link`] is the one connection lifecycle both
+//! sides share: connecting
 //! across several URLs with a timeout, backoff between attempts, setting up
 //! again after a loss, and closing within a bound.
 
@@ -23,6 +25,7 @@ pub(crate) mod amqp;
 pub(crate) mod link;
 #[cfg(feature = "test-util")]
 pub mod memory;
+pub(crate) mod tls;
 pub(crate) mod url;
 
 use std::{

@@ -10,8 +10,9 @@ use std::{
     },
 };
 
-use lapin::uri::AMQPUri;
+use lapin::uri::{AMQPScheme, AMQPUri, SASLMechanism};
 
+use super::tls::{Tls, TlsOptions};
 use crate::Error;
 
 /// The heartbeat interval asked for when the URL does not set one, so a dead
@@ -20,17 +21,25 @@ const HEARTBEAT_SECS: u16 = 10;
 
 /// A parsed AMQP URL (`amqp://user:password@host:port/vhost?options`).
 ///
-/// Its [`Display`](fmt::Display) never shows the password, so it is safe to
-/// put in logs and error messages. A URL without a virtual host, or ending
-/// in a bare `/`, means vhost `/` (as Go's and Python's clients read it);
-/// without `heartbeat=N` it asks for 10 s, so a dead peer is noticed in tens
-/// of seconds rather than the broker's default 60.
+/// Its [`Display`](fmt::Display) never shows the password, nor the query,
+/// so it is safe to put in logs and error messages. A URL without a
+/// virtual host, or ending in a bare `/`, means vhost `/` (as Go's and
+/// Python's clients read it); without `heartbeat=N` it asks for 10 s, so a
+/// dead peer is noticed in tens of seconds rather than the broker's default
+/// 60.
+///
+/// `amqps://` URLs take TLS options in the query, as RabbitMQ's URI query
+/// parameters spell them: `cacertfile`, `certfile`, `keyfile`,
+/// `server_name_indication`, `verify` and `auth_mechanism=external` (see
+/// [`TlsOptions`]), e.g.
+/// `amqps://broker.example/%2f?cacertfile=/etc/ca.pem&certfile=/etc/client.pem&keyfile=/etc/client.key&auth_mechanism=external`.
 #[derive(Clone)]
 pub struct BrokerUrl {
     uri: AMQPUri,
     /// Whether the URL names a user (`user@host`); without one, lapin logs
     /// in as `guest`, or as the client certificate says with EXTERNAL.
     user_given: bool,
+    tls: Option<Tls>,
 }
 
 impl BrokerUrl {
@@ -38,16 +47,36 @@ impl BrokerUrl {
     /// `guest` account and virtual host `/`.
     pub const DEFAULT: &'static str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
-    /// Parses an AMQP URL.
+    /// Parses an AMQP URL. Files named by TLS options are not read here,
+    /// but when a client connects or a server binds.
     ///
     /// # Errors
     /// [`Error::InvalidUrl`] when the text is not an `amqp://` or `amqps://`
-    /// URL.
+    /// URL; [`Error::Tls`] when its TLS options cannot work (a value not
+    /// understood, options on an `amqp://` URL, a certificate without its
+    /// key).
     pub fn parse(url: &str) -> Result<BrokerUrl, Error> {
+        BrokerUrl::parse_with(url, None)
+    }
+
+    /// Parses an AMQP URL whose TLS options not given in its query are
+    /// `tls`'s.
+    pub(crate) fn parse_with(url: &str, tls: Option<&TlsOptions>) -> Result<BrokerUrl, Error> {
         let mut uri = AMQPUri::from_str(url).map_err(|reason| Error::InvalidUrl {
             // The raw text may hold a password: name only its scheme-less shape.
             reason: redact_message(&reason, url),
         })?;
+        let own = TlsOptions::from_query(query(url))?;
+        let tls = Tls::resolve(
+            uri.scheme == AMQPScheme::AMQPS,
+            &uri.authority.host,
+            &own,
+            tls,
+        )?;
+        // The URL's own auth_mechanism is in `own`, over the builder's.
+        if tls.as_ref().is_some_and(Tls::external) {
+            uri.query.auth_mechanism = Some(SASLMechanism::External);
+        }
         // `amqp://host/` names the empty virtual host by the letter of the URI
         // spec, which no broker has; Go's and Python's clients take it as
         // `/`, and so do we.
@@ -65,6 +94,7 @@ impl BrokerUrl {
             .unwrap_or_default();
         Ok(BrokerUrl {
             uri,
+            tls,
             user_given: authority.contains('@'),
         })
     }
@@ -92,6 +122,17 @@ impl BrokerUrl {
         &self.uri
     }
 
+    /// Its TLS, for an `amqps://` URL.
+    pub(crate) fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
+    /// Whether the login is EXTERNAL: the client certificate names the
+    /// user.
+    fn external(&self) -> bool {
+        self.uri.query.auth_mechanism == Some(SASLMechanism::External)
+    }
+
     /// The error for a failed connect: a refusal (the login, the virtual
     /// host) when the broker answered and said no, else [`Error::Connect`]
     /// with one short phrase and what to check, without lapin's internal
@@ -102,12 +143,30 @@ impl BrokerUrl {
         let vhost = &self.uri.vhost;
         let endpoint = self.endpoint();
         let reason = match error.kind() {
-            ErrorKind::IOError(io) => match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => {
-                    "connection refused; is RabbitMQ running there?".to_owned()
+            ErrorKind::IOError(io) => {
+                if let Some(failure) = self
+                    .tls
+                    .as_ref()
+                    .and_then(|tls| tls.io_failure(io, &endpoint, self.external()))
+                {
+                    return failure;
                 }
-                _ => io.to_string(),
-            },
+                match io.kind() {
+                    std::io::ErrorKind::ConnectionRefused => {
+                        "connection refused; is RabbitMQ running there?".to_owned()
+                    }
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => {
+                        format!(
+                            "the connection closed before the AMQP handshake ({io}); if that \
+                             port speaks TLS, use an amqps:// URL"
+                        )
+                    }
+                    _ => io.to_string(),
+                }
+            }
+            ErrorKind::ProtocolError(amqp) if self.external() && amqp.get_id() == 403 => {
+                return Tls::external_refused(self.tls.as_ref(), &endpoint);
+            }
             ErrorKind::ProtocolError(amqp) => match amqp.get_id() {
                 403 => {
                     return Error::Refused {
@@ -131,7 +190,13 @@ impl BrokerUrl {
                 _ => format!("the broker refused the connection: {}", amqp.get_message()),
             },
             ErrorKind::ParsingError(_) | ErrorKind::InvalidProtocolVersion(_) => {
-                "the peer does not speak AMQP 0-9-1; is that a RabbitMQ port?".to_owned()
+                if self.tls.is_some() {
+                    "the peer does not speak AMQP 0-9-1; is that a RabbitMQ port?".to_owned()
+                } else {
+                    "the peer does not speak AMQP 0-9-1; is that a RabbitMQ port (one that \
+                     speaks TLS needs an amqps:// URL)?"
+                        .to_owned()
+                }
             }
             _ => error.to_string(),
         };
@@ -150,10 +215,18 @@ impl FromStr for BrokerUrl {
 impl fmt::Display for BrokerUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = match self.uri.scheme {
-            lapin::uri::AMQPScheme::AMQP => "amqp",
-            lapin::uri::AMQPScheme::AMQPS => "amqps",
+            AMQPScheme::AMQP => "amqp",
+            AMQPScheme::AMQPS => "amqps",
         };
         let vhost = self.uri.vhost.replace('/', "%2f");
+        if self.external() {
+            // The certificate names the user; the URL's is not sent.
+            return write!(
+                f,
+                "{scheme}://{}/{vhost}?auth_mechanism=external",
+                self.endpoint()
+            );
+        }
         write!(
             f,
             "{scheme}://{}@{}/{vhost}",
@@ -179,11 +252,13 @@ pub(crate) struct Endpoints {
 }
 
 impl Endpoints {
-    /// Parses every URL.
+    /// Parses every URL, with `tls`'s options where a URL does not give
+    /// its own.
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] for an empty list or a bad URL.
-    pub(crate) fn parse(urls: &[String]) -> Result<Endpoints, Error> {
+    /// [`Error::InvalidUrl`] for an empty list or a bad URL, [`Error::Tls`]
+    /// for TLS options that cannot work.
+    pub(crate) fn parse(urls: &[String], tls: Option<&TlsOptions>) -> Result<Endpoints, Error> {
         if urls.is_empty() {
             return Err(Error::InvalidUrl {
                 reason: "no broker URL given".to_owned(),
@@ -191,7 +266,7 @@ impl Endpoints {
         }
         let urls = urls
             .iter()
-            .map(|url| BrokerUrl::parse(url))
+            .map(|url| BrokerUrl::parse_with(url, tls))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Endpoints {
             urls: urls.into(),
@@ -217,6 +292,18 @@ impl Endpoints {
     pub(crate) fn all(&self) -> &[BrokerUrl] {
         &self.urls
     }
+
+    /// Reads and checks the files every URL's TLS options name, so a
+    /// client or server with a bad one fails before connecting.
+    ///
+    /// # Errors
+    /// [`Error::Tls`] naming the file and what is wrong with it.
+    pub(crate) fn check_tls(&self) -> Result<(), Error> {
+        for tls in self.urls.iter().filter_map(BrokerUrl::tls) {
+            tls.connector()?;
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for Endpoints {
@@ -229,6 +316,12 @@ impl fmt::Display for Endpoints {
         }
         Ok(())
     }
+}
+
+/// The query of `url`: after the first `?`, before any `#`.
+fn query(url: &str) -> &str {
+    let query = url.split_once('?').map_or("", |(_, query)| query);
+    query.split_once('#').map_or(query, |(query, _)| query)
 }
 
 /// Removes the raw URL (which may hold a password) from a parser message.
@@ -281,16 +374,96 @@ mod tests {
 
     #[test]
     fn several_urls_are_shown_without_passwords() {
-        let endpoints = Endpoints::parse(&[
-            "amqp://u:p1@a:5672/%2f".to_owned(),
-            "amqp://u:p2@b:5673/%2f".to_owned(),
-        ])
+        let endpoints = Endpoints::parse(
+            &[
+                "amqp://u:p1@a:5672/%2f".to_owned(),
+                "amqp://u:p2@b:5673/%2f".to_owned(),
+            ],
+            None,
+        )
         .unwrap();
         assert_eq!(
             endpoints.to_string(),
             "amqp://u@a:5672/%2f, amqp://u@b:5673/%2f"
         );
-        assert!(Endpoints::parse(&[]).is_err());
+        assert!(Endpoints::parse(&[], None).is_err());
+    }
+
+    #[test]
+    fn tls_urls_keep_passwords_and_queries_out_of_sight() {
+        let url = BrokerUrl::parse(
+            "amqps://alice:s3cret@broker.example:5671/prod?cacertfile=/etc/ca.pem\
+             &server_name_indication=other.example&heartbeat=5#s3cret",
+        )
+        .unwrap();
+        for shown in [url.to_string(), format!("{url:?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(
+                shown.contains("amqps://alice@broker.example:5671/prod"),
+                "{shown}"
+            );
+        }
+        assert_eq!(url.tls().unwrap().server_name(), "other.example");
+        assert_eq!(url.uri.query.heartbeat, Some(5));
+        let external = BrokerUrl::parse(
+            "amqps://alice:s3cret@h/%2f?certfile=/c.pem&keyfile=/c.key&auth_mechanism=external",
+        )
+        .unwrap();
+        assert_eq!(
+            external.to_string(),
+            "amqps://h:5671/%2f?auth_mechanism=external"
+        );
+    }
+
+    #[test]
+    fn tls_options_come_from_the_builder_unless_the_url_says() {
+        let given = TlsOptions::new()
+            .client_cert("/c.pem", "/c.key")
+            .external_auth();
+        let url = BrokerUrl::parse_with("amqps://h/%2f", Some(&given)).unwrap();
+        assert!(url.external());
+        let url =
+            BrokerUrl::parse_with("amqps://h/%2f?auth_mechanism=plain", Some(&given)).unwrap();
+        assert!(!url.external());
+        let error = BrokerUrl::parse_with("amqp://h/%2f", Some(&given)).unwrap_err();
+        assert!(error.to_string().contains("use an amqps:// URL"), "{error}");
+        assert!(BrokerUrl::parse("amqp://h/%2f").unwrap().tls().is_none());
+        assert!(BrokerUrl::parse("amqps://h/%2f").unwrap().tls().is_some());
+    }
+
+    #[test]
+    fn external_needs_a_certificate_over_tls() {
+        for (url, says) in [
+            (
+                "amqps://h/%2f?auth_mechanism=external",
+                "(certfile, keyfile)",
+            ),
+            (
+                "amqp://h/%2f?auth_mechanism=EXTERNAL",
+                "use an amqps:// URL",
+            ),
+        ] {
+            let error = BrokerUrl::parse(url).unwrap_err();
+            assert!(
+                matches!(&error, Error::Tls { reason, .. } if reason.contains(says)),
+                "{url}: {error}"
+            );
+        }
+        // Another mechanism is no TLS option.
+        assert!(BrokerUrl::parse("amqp://h/%2f?auth_mechanism=plain").is_ok());
+        let given = TlsOptions::new().external_auth();
+        assert!(BrokerUrl::parse_with("amqps://h/%2f?auth_mechanism=plain", Some(&given)).is_ok());
+    }
+
+    #[test]
+    fn bad_tls_values_never_echo_the_password() {
+        let error = BrokerUrl::parse("amqps://u:topsecret@h/%2f?verify=sometimes").unwrap_err();
+        let shown = format!("{error} {error:?}");
+        assert!(!shown.contains("topsecret"), "{shown}");
+        assert!(shown.contains("verify=sometimes"), "{shown}");
+        let error = BrokerUrl::parse("amqps://u:p@h/%2f?password=topsecret").unwrap_err();
+        let shown = format!("{error} {error:?}");
+        assert!(!shown.contains("topsecret"), "{shown}");
     }
 
     #[test]
