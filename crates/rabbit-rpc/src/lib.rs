@@ -119,6 +119,9 @@ mod client;
 pub mod codec;
 mod description;
 mod error;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "http")]
 pub mod http;
 mod metadata;

@@ -116,6 +116,13 @@ pub(crate) fn headers(span: &Span) -> TraceHeaders {
     Vec::new()
 }
 
+/// Whether `properties` carry a valid trace context (for the fuzz targets,
+/// which have no subscriber to enable the spans that would adopt it).
+#[cfg(all(fuzzing, feature = "opentelemetry"))]
+pub(crate) fn has_parent(properties: &Properties) -> bool {
+    propagation::parent(properties).is_some()
+}
+
 #[cfg(feature = "opentelemetry")]
 mod propagation {
     use opentelemetry::{
@@ -155,6 +162,13 @@ mod propagation {
 
     /// Makes the context in `properties`' headers the parent of `span`.
     pub(super) fn adopt_parent(span: &Span, properties: &Properties) {
+        if let Some(parent) = parent(properties) {
+            let _ = span.set_parent(parent);
+        }
+    }
+
+    /// The valid trace context in `properties`' headers, if any.
+    pub(super) fn parent(properties: &Properties) -> Option<opentelemetry::Context> {
         let carrier = Carrier(
             TRACE_HEADERS
                 .into_iter()
@@ -165,12 +179,10 @@ mod propagation {
                 .collect(),
         );
         if carrier.0.is_empty() {
-            return;
+            return None;
         }
         let parent = global::get_text_map_propagator(|propagator| propagator.extract(&carrier));
-        if parent.span().span_context().is_valid() {
-            let _ = span.set_parent(parent);
-        }
+        parent.span().span_context().is_valid().then_some(parent)
     }
 
     pub(super) fn headers(span: &Span) -> TraceHeaders {

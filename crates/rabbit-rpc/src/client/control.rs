@@ -114,6 +114,30 @@ struct PingReply {
     in_flight: Option<u64>,
 }
 
+/// Reads a ping reply's body.
+pub(crate) fn decode_ping(queue: &str, body: &[u8], round_trip: Duration) -> Result<Ping, Error> {
+    let ping: PingReply = serde_json::from_slice(body).map_err(|error| Error::Decode {
+        queue: queue.to_owned(),
+        reason: format!("not a ping reply: {error}"),
+    })?;
+    Ok(Ping {
+        procedure: ping.procedure,
+        server: ping.server,
+        version: ping.version,
+        state: PingState::from_wire(&ping.state),
+        in_flight: ping.in_flight,
+        round_trip,
+    })
+}
+
+/// Reads a describe reply's body.
+pub(crate) fn decode_description(queue: &str, body: &[u8]) -> Result<Description, Error> {
+    serde_json::from_slice(body).map_err(|error| Error::Decode {
+        queue: queue.to_owned(),
+        reason: format!("not a description: {error}"),
+    })
+}
+
 impl Client {
     /// Asks whatever serves `queue` to answer a ping: a round trip through
     /// the broker that runs no handler, answered by the rabbit-rpc server
@@ -137,19 +161,7 @@ impl Client {
         let sent = Instant::now();
         let reply = self.control(queue, CONTROL_PING, options).await?;
         let round_trip = sent.elapsed();
-        let ping: PingReply =
-            serde_json::from_slice(reply.body()).map_err(|error| Error::Decode {
-                queue: queue.to_owned(),
-                reason: format!("not a ping reply: {error}"),
-            })?;
-        Ok(Ping {
-            procedure: ping.procedure,
-            server: ping.server,
-            version: ping.version,
-            state: PingState::from_wire(&ping.state),
-            in_flight: ping.in_flight,
-            round_trip,
-        })
+        decode_ping(queue, reply.body(), round_trip)
     }
 
     /// Asks the rabbit-rpc server that serves `queue` to describe the
@@ -160,10 +172,7 @@ impl Client {
     /// As [`Client::ping`].
     pub async fn describe(&self, queue: &str, options: &CallOptions) -> Result<Description, Error> {
         let reply = self.control(queue, CONTROL_DESCRIBE, options).await?;
-        serde_json::from_slice(reply.body()).map_err(|error| Error::Decode {
-            queue: queue.to_owned(),
-            reason: format!("not a description: {error}"),
-        })
+        decode_description(queue, reply.body())
     }
 
     /// Sends the control request `control` to `queue` (body

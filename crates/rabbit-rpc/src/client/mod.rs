@@ -3,6 +3,8 @@
 
 mod builder;
 mod control;
+#[cfg(fuzzing)]
+pub(crate) mod fuzz;
 mod in_flight;
 mod probe;
 mod reply;

@@ -23,6 +23,8 @@ mod callers;
 mod context;
 mod control;
 mod dispatch;
+#[cfg(fuzzing)]
+pub(crate) mod fuzz;
 mod handler;
 mod health;
 mod procedure;

@@ -319,22 +319,7 @@ impl Running {
                 return Err(status);
             }
         }
-        let Some(id) = protocol::request_id(properties) else {
-            return Err(Status::invalid_argument(
-                "the request has no correlation_id (nor message_id); set one so the reply can be matched",
-            ));
-        };
-        if id.len() > MAX_CORRELATION_ID_LEN {
-            let which = if properties.correlation_id().is_some() {
-                "correlation_id"
-            } else {
-                "message_id"
-            };
-            return Err(Status::invalid_argument(format!(
-                "the {which} is {} bytes; this server accepts at most {MAX_CORRELATION_ID_LEN}",
-                id.len()
-            )));
-        }
+        check_id(properties)?;
         if body.len() > self.max_request_size {
             return Err(Status::resource_exhausted(format!(
                 "the request body is {} bytes; this server accepts at most {}",
@@ -353,15 +338,7 @@ impl Running {
         deadline: Option<Instant>,
     ) -> Result<Response, Status> {
         let request = Request {
-            context: Context {
-                queue: Arc::clone(&self.queue),
-                correlation_id: protocol::request_id(properties).map(str::to_owned),
-                caller: properties.user_id().map(str::to_owned),
-                content_type: properties.content_type().map(str::to_owned),
-                redelivered,
-                deadline,
-                metadata: protocol::metadata(properties),
-            },
+            context: context(&self.queue, properties, redelivered, deadline),
             body,
         };
         // The `async` block puts the handler's synchronous part (before its
@@ -380,20 +357,61 @@ impl Running {
     }
 }
 
+/// The handler's view of a request: its [`Context`], read off the
+/// request's properties.
+pub(super) fn context(
+    queue: &Arc<str>,
+    properties: &Properties,
+    redelivered: bool,
+    deadline: Option<Instant>,
+) -> Context {
+    Context {
+        queue: Arc::clone(queue),
+        correlation_id: protocol::request_id(properties).map(str::to_owned),
+        caller: properties.user_id().map(str::to_owned),
+        content_type: properties.content_type().map(str::to_owned),
+        redelivered,
+        deadline,
+        metadata: protocol::metadata(properties),
+    }
+}
+
+/// Checks the request carries an id its reply can be matched by, of a
+/// length this server accepts.
+pub(super) fn check_id(properties: &Properties) -> Result<(), Status> {
+    let Some(id) = protocol::request_id(properties) else {
+        return Err(Status::invalid_argument(
+            "the request has no correlation_id (nor message_id); set one so the reply can be matched",
+        ));
+    };
+    if id.len() > MAX_CORRELATION_ID_LEN {
+        let which = if properties.correlation_id().is_some() {
+            "correlation_id"
+        } else {
+            "message_id"
+        };
+        return Err(Status::invalid_argument(format!(
+            "the {which} is {} bytes; this server accepts at most {MAX_CORRELATION_ID_LEN}",
+            id.len()
+        )));
+    }
+    Ok(())
+}
+
 /// What a reply says: a handler's result as it can be sent. A result that
 /// cannot be sent as it is (too large, a content type over 255 bytes)
 /// becomes an error saying so; error details too large for a header are
 /// left out, with a note in the message.
-struct Answer {
-    code: Code,
+pub(super) struct Answer {
+    pub(super) code: Code,
     /// The reply's content type; `None` repeats the request's.
-    content_type: Option<String>,
-    details: Option<String>,
-    body: Vec<u8>,
+    pub(super) content_type: Option<String>,
+    pub(super) details: Option<String>,
+    pub(super) body: Vec<u8>,
 }
 
 impl Answer {
-    fn new(result: Result<Response, Status>, max_size: usize) -> Answer {
+    pub(super) fn new(result: Result<Response, Status>, max_size: usize) -> Answer {
         let sendable = result.and_then(|response| {
             if response.body.len() > max_size {
                 return Err(Status::resource_exhausted(format!(

@@ -335,7 +335,7 @@ pub(crate) async fn publish(
 }
 
 /// The lapin properties of an outgoing message.
-fn properties(message: &Outgoing<'_>) -> Result<BasicProperties, Error> {
+pub(crate) fn properties(message: &Outgoing<'_>) -> Result<BasicProperties, Error> {
     let short = |what: &str, value: &str| {
         ShortString::try_new(value).map_err(|_| Error::InvalidRequest {
             reason: format!("{what} is {} bytes; AMQP allows at most 255", value.len()),

@@ -1,0 +1,63 @@
+//! The server's side of the fuzz targets (see `crate::fuzzing`): what
+//! `request.rs` does with a request's properties and body, without a broker.
+
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::{
+    caller_policy::CallerPolicy,
+    context::Context,
+    handler::{Handler, Request, typed_fn},
+    reply_to::ReplyToPolicy,
+    request::{self, Answer},
+};
+use crate::{
+    Status, protocol, trace,
+    transport::{Properties, amqp},
+};
+
+/// Arguments of every JSON shape: numbers, text, lists, nesting, options.
+#[derive(Deserialize, Serialize)]
+struct Args {
+    n: u64,
+    x: f64,
+    name: String,
+    tags: Vec<String>,
+    next: Option<Box<Args>>,
+}
+
+pub(crate) fn fuzz_request(properties: &Properties, body: Vec<u8>) {
+    let queue: Arc<str> = Arc::from("fuzz");
+    let _span = trace::server_span(&queue, protocol::request_id(properties), properties);
+    #[cfg(feature = "opentelemetry")]
+    let _ = trace::has_parent(properties);
+    if let Some(reply_to) = properties.reply_to() {
+        let _ = ReplyToPolicy::default().allows(reply_to);
+    }
+    let _ = protocol::control(properties);
+    let deadline = protocol::request_timeout(properties)
+        .and_then(|timeout| Instant::now().checked_add(timeout));
+    let mut callers = CallerPolicy::default();
+    callers.allow(["alice".to_owned()]);
+    let _ = callers.check(&queue, properties.user_id());
+    let admitted = request::check_id(properties);
+    let context = request::context(&queue, properties, false, deadline);
+    let handler = typed_fn(|_context: Context, args: Args| async move { Ok::<_, Status>(args) });
+    let result = admitted.and_then(|()| {
+        handler
+            .call(Request::new(body).with_context(context))
+            .now_or_never()
+            .expect("a typed handler whose function is ready completes at once")
+    });
+    let answer = Answer::new(result, 1 << 20);
+    let message = protocol::reply(
+        protocol::request_id(properties),
+        answer.code,
+        answer.content_type.as_deref().or(properties.content_type()),
+        answer.details.as_deref(),
+    );
+    amqp::properties(&message).expect("a reply to a request that arrived can be sent");
+}
