@@ -6,7 +6,8 @@ use rabbit_rpc::{Error, Refusal};
 /// Success.
 pub const OK: u8 = 0;
 /// Any failure not listed below (an unexpected AMQP error, a queue the
-/// broker will not let this user declare, …).
+/// broker will not let this user declare, a reply over the client's
+/// 16 MiB `max_reply_size`, …).
 pub const FAILURE: u8 = 1;
 /// Bad command-line usage, including a malformed `--url`, a `--url-file`
 /// that cannot be read, TLS options that cannot work (a missing or bad
@@ -64,6 +65,10 @@ pub fn code_for(error: &Error) -> u8 {
         Error::InvalidUrl { .. } | Error::InvalidRequest { .. } | Error::Tls { .. } => USAGE,
         Error::QueueMismatch { .. } => QUEUE_MISMATCH,
         Error::NotRabbitRpc { .. } => NOT_RABBIT_RPC,
+        // The server answered, but not with an error status (3), and the
+        // call was well formed (2): the answer is more than this command
+        // takes.
+        Error::ReplyTooLarge { .. } => FAILURE,
         Error::Refused { refusal, .. } => match refusal {
             Refusal::Login => LOGIN_REFUSED,
             Refusal::VirtualHost => VHOST_REFUSED,

@@ -155,6 +155,21 @@ pub enum Error {
         reason: String,
     },
 
+    /// The reply's body is larger than the client takes
+    /// ([`ClientBuilder::max_reply_size`](crate::ClientBuilder::max_reply_size)):
+    /// the body was dropped as soon as it arrived, unread. The server
+    /// answered, so the request ran.
+    #[error(
+        "reply of {size} bytes is over this client's max_reply_size of {max} bytes; raise \
+         ClientBuilder::max_reply_size if such replies are expected"
+    )]
+    ReplyTooLarge {
+        /// The body's size, in bytes.
+        size: usize,
+        /// The client's limit, in bytes.
+        max: usize,
+    },
+
     /// A control request ([`Client::ping`](crate::Client::ping),
     /// [`Client::describe`](crate::Client::describe)) was answered, but not
     /// by a rabbit-rpc server: whatever serves the queue (a tutorial
@@ -290,6 +305,7 @@ impl Error {
             Error::Declare { .. } | Error::QueueMismatch { .. } => Code::InvalidArgument,
             Error::Decode { .. } => Code::Internal,
             Error::NotRabbitRpc { .. } => Code::Unimplemented,
+            Error::ReplyTooLarge { .. } => Code::ResourceExhausted,
             Error::Refused { refusal, .. } => refusal.code(),
             Error::Connect { .. }
             | Error::NoServer { .. }
@@ -470,5 +486,16 @@ mod tests {
         );
         assert_eq!(remote.code(), Code::InvalidArgument);
         assert!(remote.status().is_some());
+
+        let large = Error::ReplyTooLarge {
+            size: 104_857_600,
+            max: 16_777_216,
+        };
+        assert_eq!(
+            large.to_string(),
+            "reply of 104857600 bytes is over this client's max_reply_size of 16777216 bytes; \
+             raise ClientBuilder::max_reply_size if such replies are expected"
+        );
+        assert_eq!(large.code(), Code::ResourceExhausted);
     }
 }

@@ -201,26 +201,51 @@ pub(crate) fn add_trace<'a>(message: &mut Outgoing<'a>, trace: &'a crate::trace:
     );
 }
 
-/// Reads a reply: [`STATUS_HEADER`] absent or `"ok"` is a success, anything
-/// else an error whose message is the body. Either remembers the reply's
+/// Reads a reply: [`STATUS_HEADER`] absent or `"ok"` is a success, any
+/// other text an error whose message is the body (a code name this version
+/// does not know: [`Code::Unknown`]). Either remembers the reply's
 /// [`CONTROL_HEADER`], if any.
+///
+/// Whatever headers a server sends, the reply is one of those: a
+/// [`STATUS_HEADER`] that is not text (an integer, a table, a byte array)
+/// makes it a [`Code::Unknown`] error whose message says the header is
+/// malformed; a [`DETAILS_HEADER`] that is not text is left out, and the
+/// message says so; a [`CONTROL_HEADER`] that is not text is ignored.
 pub(crate) fn decode_reply(properties: &Properties, body: Vec<u8>) -> Result<Reply, Status> {
     if !properties.has_headers() {
         return Ok(Reply::new(body, properties.content_type()));
     }
     let answered = control(properties).map(String::from);
-    let code = match properties.header(STATUS_HEADER) {
-        Some(Header::Text(name)) => Code::from_wire(&name),
-        _ => Code::Ok,
+    let (code, malformed) = match properties.header(STATUS_HEADER) {
+        None => (Code::Ok, None),
+        Some(Header::Text(name)) => (Code::from_wire(&name), None),
+        Some(other) => (Code::Unknown, Some(other.kind())),
     };
     if code == Code::Ok {
         return Ok(Reply::new(body, properties.content_type()).with_control(answered));
     }
-    let details = match properties.header(DETAILS_HEADER) {
-        Some(Header::Text(json)) => Some(json.into_owned()),
-        _ => None,
+    let text = String::from_utf8_lossy(&body);
+    let mut message = match malformed {
+        None => text.into_owned(),
+        Some(kind) if text.is_empty() => {
+            format!("malformed reply: its {STATUS_HEADER} header is {kind}, not a code name")
+        }
+        Some(kind) => format!(
+            "malformed reply: its {STATUS_HEADER} header is {kind}, not a code name; its body: {text}"
+        ),
     };
-    Err(Status::new(code, String::from_utf8_lossy(&body))
+    let details = match properties.header(DETAILS_HEADER) {
+        None => None,
+        Some(Header::Text(json)) => Some(json.into_owned()),
+        Some(other) => {
+            message.push_str(&format!(
+                " (its {DETAILS_HEADER} header is {}, not JSON text: left out)",
+                other.kind()
+            ));
+            None
+        }
+    };
+    Err(Status::new(code, message)
         .with_details_json(details)
         .with_control(answered))
 }
@@ -235,7 +260,7 @@ pub(crate) fn control(properties: &Properties) -> Option<std::borrow::Cow<'_, st
     }
     match properties.header(CONTROL_HEADER)? {
         Header::Text(value) => Some(value),
-        Header::Int(_) => None,
+        Header::Int(_) | Header::Other(_) => None,
     }
 }
 
@@ -255,7 +280,7 @@ pub(crate) fn request_timeout(properties: &Properties) -> Option<Duration> {
         match properties.header(TIMEOUT_HEADER) {
             Some(Header::Int(millis)) => Some(u64::try_from(millis).ok()?),
             Some(Header::Text(text)) => Some(text.trim().parse().ok()?),
-            None => None,
+            Some(Header::Other(_)) | None => None,
         }
     } else {
         None
@@ -281,6 +306,7 @@ pub(crate) fn metadata(properties: &Properties) -> Metadata {
         match value {
             Header::Text(text) => metadata.insert(name, text.into_owned()),
             Header::Int(n) => metadata.insert(name, n.to_string()),
+            Header::Other(_) => {}
         }
     }
     metadata
@@ -447,6 +473,68 @@ mod tests {
         ]);
         let status = decode_reply(&refused, b"no".to_vec()).unwrap_err();
         assert_eq!(status.control(), Some("frob"));
+    }
+
+    #[test]
+    fn malformed_headers_are_each_a_defined_outcome() {
+        let status_of = |value: AMQPValue| {
+            decode_reply(&with_headers(&[(STATUS_HEADER, value)]), b"boom".to_vec()).unwrap_err()
+        };
+        let status = status_of(AMQPValue::LongInt(42));
+        assert_eq!(status.code(), Code::Unknown);
+        assert_eq!(
+            status.message(),
+            "malformed reply: its rpc-status header is an integer (42), not a code name; its body: boom"
+        );
+        let mut table = FieldTable::default();
+        table.insert("code".into(), AMQPValue::LongString("ok".into()));
+        for (value, kind) in [
+            (AMQPValue::FieldTable(table), "a table"),
+            (
+                AMQPValue::ByteArray(vec![0xff, 0, 0xfe].into()),
+                "a byte array",
+            ),
+            (AMQPValue::Boolean(true), "a boolean"),
+            (AMQPValue::Void, "void"),
+        ] {
+            let status = status_of(value);
+            assert_eq!(status.code(), Code::Unknown);
+            assert!(status.message().contains(kind), "{}", status.message());
+        }
+        // Text that is not UTF-8 is read with replacements: a name no one
+        // knows.
+        let garbage = status_of(AMQPValue::LongString(vec![0xff, 0xfe, b'o', b'k'].into()));
+        assert_eq!(garbage.code(), Code::Unknown);
+        assert_eq!(garbage.message(), "boom");
+        let bad_details = with_headers(&[
+            (STATUS_HEADER, AMQPValue::LongString("internal".into())),
+            (DETAILS_HEADER, AMQPValue::LongLongInt(7)),
+            (CONTROL_HEADER, AMQPValue::Boolean(false)),
+        ]);
+        let status = decode_reply(&bad_details, b"failed".to_vec()).unwrap_err();
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.details_json(), None);
+        assert_eq!(status.control(), None);
+        assert!(
+            status
+                .message()
+                .starts_with("failed (its rpc-error-details header is an integer (7)")
+        );
+        // Not text either way: the request's deadline falls back to
+        // `expiration`, and metadata leaves it out.
+        let mut headers = FieldTable::default();
+        headers.insert(
+            TIMEOUT_HEADER.into(),
+            AMQPValue::FieldArray(Default::default()),
+        );
+        headers.insert("tags".into(), AMQPValue::FieldArray(Default::default()));
+        let request = Properties::Amqp(
+            BasicProperties::default()
+                .with_headers(headers)
+                .with_expiration("900".into()),
+        );
+        assert_eq!(request_timeout(&request), Some(Duration::from_millis(900)));
+        assert!(metadata(&request).is_empty());
     }
 
     #[test]

@@ -174,7 +174,7 @@ mod propagation {
                 .into_iter()
                 .filter_map(|name| match properties.header(name)? {
                     Header::Text(value) => Some((name, value.into_owned())),
-                    Header::Int(_) => None,
+                    Header::Int(_) | Header::Other(_) => None,
                 })
                 .collect(),
         );

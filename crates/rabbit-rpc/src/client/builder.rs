@@ -50,6 +50,7 @@ pub struct ClientBuilder {
     pub(super) reply_queue: ReplyQueue,
     pub(super) publisher_confirms: bool,
     pub(super) max_body_size: usize,
+    pub(super) max_reply_size: usize,
     pub(super) send_user_id: bool,
 }
 
@@ -62,6 +63,7 @@ impl Default for ClientBuilder {
             reply_queue: ReplyQueue::default(),
             publisher_confirms: false,
             max_body_size: 16 * 1024 * 1024,
+            max_reply_size: ClientBuilder::DEFAULT_MAX_REPLY_SIZE,
             send_user_id: true,
         }
     }
@@ -70,6 +72,10 @@ impl Default for ClientBuilder {
 impl ClientBuilder {
     /// How long a call waits for its reply unless told otherwise: 30 s.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// The largest reply body a client takes unless told otherwise: 16 MiB,
+    /// RabbitMQ 4's default `max_message_size`.
+    pub const DEFAULT_MAX_REPLY_SIZE: usize = 16 * 1024 * 1024;
 
     /// The broker URL. Default: [`BrokerUrl::DEFAULT`](crate::BrokerUrl::DEFAULT),
     /// a local RabbitMQ with the `guest` account.
@@ -172,6 +178,18 @@ impl ClientBuilder {
     /// Keep it under the broker's.
     pub fn max_body_size(mut self, bytes: usize) -> ClientBuilder {
         self.max_body_size = bytes;
+        self
+    }
+
+    /// The largest reply body taken; a reply with a larger one fails its
+    /// call with [`Error::ReplyTooLarge`] (code `resource_exhausted`), and
+    /// the body is dropped at once, so a server that answers with huge
+    /// bodies cannot make the client hold them. The body has been received
+    /// whole by then (the AMQP library assembles it before the client sees
+    /// it): the broker's `max_message_size` bounds that. Default:
+    /// [`DEFAULT_MAX_REPLY_SIZE`](Self::DEFAULT_MAX_REPLY_SIZE) (16 MiB).
+    pub fn max_reply_size(mut self, bytes: usize) -> ClientBuilder {
+        self.max_reply_size = bytes;
         self
     }
 

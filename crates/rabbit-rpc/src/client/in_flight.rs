@@ -6,14 +6,12 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use tokio::sync::oneshot;
 
+use super::strays::{Stray, Strays};
 use crate::{Error, Reply};
 
 /// What a waiting call receives: the reply, or why it will never come.
@@ -28,8 +26,9 @@ pub(crate) struct InFlight {
     /// Why: what every call waiting then, and every call made since, fails
     /// with.
     closed_by: Mutex<Option<Error>>,
-    /// Shared by every connection a client has had.
-    unknown_replies: Arc<AtomicU64>,
+    /// Replies no call waits for; shared by every connection a client has
+    /// had.
+    strays: Arc<Strays>,
 }
 
 impl InFlight {
@@ -38,12 +37,12 @@ impl InFlight {
         InFlight::counting_into(Arc::default())
     }
 
-    /// A map whose unknown replies are counted in `unknown_replies`.
-    pub(crate) fn counting_into(unknown_replies: Arc<AtomicU64>) -> InFlight {
+    /// A map whose unknown replies are counted (and logged) in `strays`.
+    pub(crate) fn counting_into(strays: Arc<Strays>) -> InFlight {
         InFlight {
             calls: Mutex::new(Some(HashMap::new())),
             closed_by: Mutex::default(),
-            unknown_replies,
+            strays,
         }
     }
 
@@ -69,11 +68,12 @@ impl InFlight {
 
     /// Hands `outcome` to the call waiting on `id`. Returns false, and counts
     /// an unknown reply, when no call waits on it (a late reply after a
-    /// timeout, a duplicate, or a stranger's).
+    /// timeout, a duplicate, or a stranger's): the map stores nothing for
+    /// it, so any number of them leave it as it was.
     pub(crate) fn complete(&self, id: &str, outcome: Outcome) -> bool {
         let delivered = self.fail_or_complete(id, outcome);
         if !delivered {
-            self.note_unknown();
+            self.strays.note(Stray::Unawaited(id));
         }
         delivered
     }
@@ -84,9 +84,10 @@ impl InFlight {
         self.fail_or_complete(id, Err(error));
     }
 
-    /// Counts a reply that cannot belong to any call.
-    pub(crate) fn note_unknown(&self) {
-        self.unknown_replies.fetch_add(1, Ordering::Relaxed);
+    /// Counts a reply that cannot belong to any call: it has no
+    /// `correlation_id`.
+    pub(crate) fn note_unmarked(&self) {
+        self.strays.note(Stray::Unmarked);
     }
 
     fn fail_or_complete(&self, id: &str, outcome: Outcome) -> bool {
@@ -122,7 +123,7 @@ impl InFlight {
     /// How many replies arrived that no call was waiting for.
     #[cfg(test)]
     pub(crate) fn unknown_replies(&self) -> u64 {
-        self.unknown_replies.load(Ordering::Relaxed)
+        self.strays.count()
     }
 
     fn closed_error(&self) -> Error {
@@ -210,6 +211,21 @@ mod tests {
         assert!(!in_flight.complete("b", reply("stranger")));
         assert_eq!(in_flight.unknown_replies(), 1);
         assert_eq!(in_flight.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn strangers_store_nothing_and_a_second_reply_is_dropped() {
+        let in_flight = Arc::new(InFlight::new());
+        let mut pending = in_flight.register("a").unwrap();
+        for n in 0..10_000 {
+            assert!(!in_flight.complete(&format!("stranger-{n}"), reply("x")));
+        }
+        assert_eq!(in_flight.len(), 1);
+        assert!(in_flight.complete("a", reply("first")));
+        assert!(!in_flight.complete("a", reply("second")));
+        assert_eq!(pending.outcome().await.unwrap().body(), b"first");
+        assert_eq!(in_flight.unknown_replies(), 10_001);
+        assert_eq!(in_flight.len(), 0);
     }
 
     #[tokio::test]

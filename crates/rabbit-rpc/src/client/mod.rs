@@ -9,6 +9,7 @@ mod in_flight;
 mod probe;
 mod reply;
 mod session;
+mod strays;
 mod typed;
 mod unroutable;
 
@@ -97,7 +98,8 @@ struct Inner {
     probes: Probes,
     /// What outlives connections, for a [`ReplyQueue::Resilient`] client.
     resilient: Option<Arc<Resilient>>,
-    unknown_replies: Arc<AtomicU64>,
+    /// Replies no call waited for.
+    strays: Arc<strays::Strays>,
     /// For the application's metrics recorder (see [`crate::metrics`]).
     metrics: ClientMetrics,
     closed: CancellationToken,
@@ -494,9 +496,12 @@ impl Client {
     }
 
     /// How many replies arrived that no call was waiting for (late replies
-    /// after a timeout, duplicates, strangers). They are dropped.
+    /// after a timeout, duplicates, strangers, replies without a
+    /// `correlation_id`). They are dropped, leaving nothing behind, and
+    /// logged at DEBUG at most once every 10 s (with how many since the
+    /// last line).
     pub fn unknown_replies(&self) -> u64 {
-        self.inner.unknown_replies.load(Ordering::Relaxed)
+        self.inner.strays.count()
     }
 
     /// Whether the client has a connection right now (false while it
@@ -535,18 +540,11 @@ impl Client {
     /// Connects a client and starts it on its first session.
     async fn start(settings: ClientBuilder) -> Result<Client, Error> {
         let link = settings.link()?;
-        let unknown_replies = Arc::default();
+        let strays = Arc::default();
         let resilient = (settings.reply_queue == ReplyQueue::Resilient)
-            .then(|| Arc::new(Resilient::new(&unknown_replies)));
+            .then(|| Arc::new(Resilient::new(&strays)));
         let (session, ended) = link
-            .open(|connection| {
-                Session::open(
-                    connection,
-                    &settings,
-                    &unknown_replies,
-                    resilient.as_deref(),
-                )
-            })
+            .open(|connection| Session::open(connection, &settings, &strays, resilient.as_deref()))
             .await?;
         let state = Arc::new(watch::Sender::new(State::Connected(Arc::new(session))));
         let closed = CancellationToken::new();
@@ -556,7 +554,7 @@ impl Client {
             Arc::clone(&state),
             ended,
             closed.clone(),
-            Arc::clone(&unknown_replies),
+            Arc::clone(&strays),
             resilient.clone(),
         ));
         Ok(Client {
@@ -568,7 +566,7 @@ impl Client {
                 max_body_size: settings.max_body_size,
                 probes: Probes::default(),
                 resilient,
-                unknown_replies,
+                strays,
                 metrics: ClientMetrics::default(),
                 closed,
                 supervisor,

@@ -4,7 +4,7 @@
 //! away (see [`supervise`]), through the lifecycle it shares with servers
 //! ([`Link`]).
 
-use std::sync::{Arc, atomic::AtomicU64};
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use tokio::{
@@ -14,7 +14,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{ClientBuilder, ReplyQueue, in_flight::InFlight, unroutable};
+use super::{ClientBuilder, ReplyQueue, in_flight::InFlight, strays::Strays, unroutable};
 use crate::{
     Error, QueueArgument,
     protocol::{self, DIRECT_REPLY_TO, REPLY_QUEUE_PREFIX},
@@ -38,9 +38,9 @@ pub(super) struct Resilient {
 }
 
 impl Resilient {
-    pub(super) fn new(unknown_replies: &Arc<AtomicU64>) -> Resilient {
+    pub(super) fn new(strays: &Arc<Strays>) -> Resilient {
         Resilient {
-            in_flight: Arc::new(InFlight::counting_into(Arc::clone(unknown_replies))),
+            in_flight: Arc::new(InFlight::counting_into(Arc::clone(strays))),
             reply_queue: format!("{REPLY_QUEUE_PREFIX}{}", uuid::Uuid::new_v4().simple()),
         }
     }
@@ -114,7 +114,7 @@ impl Session {
     pub(super) async fn open(
         connection: Connection,
         settings: &ClientBuilder,
-        unknown_replies: &Arc<AtomicU64>,
+        strays: &Arc<Strays>,
         resilient: Option<&Resilient>,
     ) -> Result<(Session, oneshot::Receiver<String>), Error> {
         let channel = connection.channel().await?;
@@ -152,7 +152,7 @@ impl Session {
 
         let in_flight = match resilient {
             Some(resilient) => Arc::clone(&resilient.in_flight),
-            None => Arc::new(InFlight::counting_into(Arc::clone(unknown_replies))),
+            None => Arc::new(InFlight::counting_into(Arc::clone(strays))),
         };
         let (lost, ended) = oneshot::channel();
         let mut tasks = vec![tokio::spawn(route_replies(
@@ -160,6 +160,7 @@ impl Session {
             Arc::clone(&in_flight),
             lost,
             resilient.is_some(),
+            settings.max_reply_size,
         ))];
         // Even with confirms on, the sweep is needed: it is what frees the
         // confirms of calls dropped while publishing.
@@ -197,27 +198,44 @@ impl Session {
 /// client, acknowledges it); when the reply consumer ends (the connection
 /// or channel closed), reports why and, unless the calls outlive the
 /// session (`resilient`), fails every waiting call at once.
+///
+/// Whatever the server sends ends as one defined outcome: a body over
+/// `max_reply_size` fails its call with [`Error::ReplyTooLarge`] and is
+/// dropped here, unread; a reply no call waits for (or without
+/// `correlation_id`) is dropped and counted, leaving nothing behind; a
+/// malformed header is read as [`protocol::decode_reply`] says.
 async fn route_replies(
     mut replies: Consumer,
     in_flight: Arc<InFlight>,
     lost: oneshot::Sender<String>,
     resilient: bool,
+    max_reply_size: usize,
 ) {
     let cause = loop {
         match replies.next().await {
             Some(Ok(delivery)) => {
                 let acker = resilient.then_some(delivery.acker);
-                match delivery.properties.correlation_id().map(str::to_owned) {
+                let (properties, body) = (delivery.properties, delivery.body);
+                match properties.correlation_id() {
+                    Some(id) if body.len() > max_reply_size => {
+                        let size = body.len();
+                        // Freed before the call hears of it: the error
+                        // holds only the sizes.
+                        drop(body);
+                        let too_large = Error::ReplyTooLarge {
+                            size,
+                            max: max_reply_size,
+                        };
+                        in_flight.complete(id, Err(too_large));
+                    }
                     Some(id) => {
-                        let outcome = protocol::decode_reply(&delivery.properties, delivery.body)
-                            .map_err(Error::Remote);
-                        if !in_flight.complete(&id, outcome) {
-                            debug!(correlation_id = %id, "dropping a reply no call is waiting for");
-                        }
+                        let outcome =
+                            protocol::decode_reply(&properties, body).map_err(Error::Remote);
+                        in_flight.complete(id, outcome);
                     }
                     None => {
-                        debug!("dropping a reply without correlation_id");
-                        in_flight.note_unknown();
+                        drop(body);
+                        in_flight.note_unmarked();
                     }
                 }
                 if let Some(acker) = acker {
@@ -259,7 +277,7 @@ pub(super) async fn supervise(
     state: Arc<watch::Sender<State>>,
     mut ended: oneshot::Receiver<String>,
     closed: CancellationToken,
-    unknown_replies: Arc<AtomicU64>,
+    strays: Arc<Strays>,
     resilient: Option<Arc<Resilient>>,
 ) {
     let mut backoff = Backoff::default();
@@ -298,14 +316,7 @@ pub(super) async fn supervise(
             .reopen(
                 &mut backoff,
                 "the client",
-                |connection| {
-                    Session::open(
-                        connection,
-                        &settings,
-                        &unknown_replies,
-                        resilient.as_deref(),
-                    )
-                },
+                |connection| Session::open(connection, &settings, &strays, resilient.as_deref()),
                 |error| {
                     state.send_if_modified(|state| {
                         if let State::Reconnecting { last_error, .. } = state {

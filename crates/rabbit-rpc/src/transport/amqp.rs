@@ -423,10 +423,10 @@ pub(crate) fn poll_delivery(
     })
 }
 
-/// A header value as rabbit-rpc reads it: text, or an integer of any
-/// width; other types are not seen.
-pub(crate) fn header(value: &AMQPValue) -> Option<Header<'_>> {
-    Some(match value {
+/// A header value as rabbit-rpc reads it: text (invalid UTF-8 replaced),
+/// an integer of any width, or the name of any other type.
+pub(crate) fn header(value: &AMQPValue) -> Header<'_> {
+    match value {
         AMQPValue::LongString(text) => Header::Text(String::from_utf8_lossy(text.as_bytes())),
         AMQPValue::ShortString(text) => Header::Text(Cow::Borrowed(text.as_str())),
         AMQPValue::LongLongInt(n) => Header::Int(*n),
@@ -436,8 +436,15 @@ pub(crate) fn header(value: &AMQPValue) -> Option<Header<'_>> {
         AMQPValue::ShortUInt(n) => Header::Int(i64::from(*n)),
         AMQPValue::ShortShortInt(n) => Header::Int(i64::from(*n)),
         AMQPValue::ShortShortUInt(n) => Header::Int(i64::from(*n)),
-        _ => return None,
-    })
+        AMQPValue::Boolean(_) => Header::Other("a boolean"),
+        AMQPValue::Float(_) | AMQPValue::Double(_) => Header::Other("a floating-point number"),
+        AMQPValue::DecimalValue(_) => Header::Other("a decimal"),
+        AMQPValue::FieldArray(_) => Header::Other("an array"),
+        AMQPValue::Timestamp(_) => Header::Other("a timestamp"),
+        AMQPValue::FieldTable(_) => Header::Other("a table"),
+        AMQPValue::ByteArray(_) => Header::Other("a byte array"),
+        AMQPValue::Void => Header::Other("void"),
+    }
 }
 
 /// The broker's text of a protocol error, else lapin's description.
@@ -660,12 +667,19 @@ mod tests {
     }
 
     #[test]
-    fn headers_are_read_as_text_or_integers() {
+    fn headers_are_read_as_text_or_integers_or_named_for_their_type() {
         assert_eq!(
             header(&AMQPValue::LongString("250".into())),
-            Some(Header::Text("250".into()))
+            Header::Text("250".into())
         );
-        assert_eq!(header(&AMQPValue::ShortUInt(250)), Some(Header::Int(250)));
-        assert_eq!(header(&AMQPValue::Boolean(true)), None);
+        assert_eq!(header(&AMQPValue::ShortUInt(250)), Header::Int(250));
+        assert_eq!(
+            header(&AMQPValue::FieldTable(FieldTable::default())),
+            Header::Other("a table")
+        );
+        assert_eq!(
+            header(&AMQPValue::Boolean(true)),
+            Header::Other("a boolean")
+        );
     }
 }

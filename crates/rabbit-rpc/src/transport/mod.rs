@@ -365,12 +365,27 @@ pub(crate) enum HeaderValue<'a> {
     Text(&'a str),
 }
 
-/// A header value as received: text, or an integer of any AMQP width.
-/// Values of other types are not seen.
+/// A header value as received: text, an integer of any AMQP width, or
+/// something else (a table, a byte array, …), named for messages, so that
+/// a header of an unexpected type is told apart from an absent one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Header<'a> {
     Text(Cow<'a, str>),
     Int(i64),
+    /// A value of another type: what it is, e.g. `"a table"`.
+    Other(&'static str),
+}
+
+impl Header<'_> {
+    /// What the value is, for a message about a header of the wrong type:
+    /// `text`, `an integer (42)`, `a table`, ….
+    pub(crate) fn kind(&self) -> String {
+        match self {
+            Header::Text(_) => "text".to_owned(),
+            Header::Int(n) => format!("an integer ({n})"),
+            Header::Other(what) => (*what).to_owned(),
+        }
+    }
 }
 
 /// What a message carries besides its body, as received.
@@ -435,10 +450,10 @@ impl Properties {
         }
     }
 
-    /// The header `name`, if present with a text or integer value.
+    /// The header `name`, if present.
     pub(crate) fn header(&self, name: &str) -> Option<Header<'_>> {
         match self {
-            Properties::Amqp(p) => amqp::header(p.headers().as_ref()?.inner().get(name)?),
+            Properties::Amqp(p) => Some(amqp::header(p.headers().as_ref()?.inner().get(name)?)),
             #[cfg(feature = "test-util")]
             Properties::Memory(m) => m
                 .headers
@@ -448,14 +463,14 @@ impl Properties {
         }
     }
 
-    /// Every header with a text or integer value.
+    /// Every header.
     pub(crate) fn headers(&self) -> Vec<(&str, Header<'_>)> {
         match self {
             Properties::Amqp(p) => p.headers().as_ref().map_or_else(Vec::new, |table| {
                 table
                     .inner()
                     .iter()
-                    .filter_map(|(key, value)| Some((key.as_str(), amqp::header(value)?)))
+                    .map(|(key, value)| (key.as_str(), amqp::header(value)))
                     .collect()
             }),
             #[cfg(feature = "test-util")]
