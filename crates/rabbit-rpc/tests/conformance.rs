@@ -1178,8 +1178,15 @@ async fn a_handler_still_running_at_its_callers_deadline_is_cancelled_and_nothin
     let reply = client.call(&server.queue, "after").await.unwrap();
     assert_eq!(reply.text(), "after");
     assert_eq!(client.unknown_replies(), 0, "nothing was published");
-    assert_eq!(server.stats.answered(), 1, "only the second call");
     assert_eq!(client.pending_calls(), 0);
+    // Counted once acknowledged, after the reply left.
+    common::wait_until(
+        Duration::from_secs(10),
+        "only the second call is answered",
+        || async { server.stats.answered() == 1 },
+    )
+    .await;
+    assert_eq!(server.stats.expired(), 1);
     common::wait_until(
         Duration::from_secs(10),
         "the request is acknowledged",
@@ -1236,10 +1243,11 @@ async fn a_handler_past_the_servers_own_limit_is_cancelled_and_answered_deadline
     })
     .await;
     let stats = server.stats.clone();
-    assert_eq!(
-        (stats.answered(), stats.errors(), stats.expired()),
-        (1, 1, 0)
-    );
+    common::wait_until(Duration::from_secs(10), "the error is counted", || async {
+        stats.answered() == 1
+    })
+    .await;
+    assert_eq!((stats.errors(), stats.expired()), (1, 0));
     // The caller's 200 ms is smaller than the 400 ms cap: it wins.
     let short = CallOptions::new().timeout(Duration::from_millis(200));
     let error = client
@@ -1255,7 +1263,13 @@ async fn a_handler_past_the_servers_own_limit_is_cancelled_and_answered_deadline
     assert_eq!(client.call(&queue, "quick").await.unwrap().text(), "quick");
     assert_eq!(client.call(&capped, "quick").await.unwrap().text(), "quick");
     assert_eq!(client.unknown_replies(), 0);
-    assert_eq!(stats.answered(), 3);
+    common::wait_until(
+        Duration::from_secs(10),
+        "three answers are counted",
+        || async { stats.answered() == 3 },
+    )
+    .await;
+    assert_eq!((stats.errors(), stats.expired()), (1, 1));
     assert_eq!(seen.started.load(Ordering::SeqCst), 2);
     server.stop().await.unwrap();
 }

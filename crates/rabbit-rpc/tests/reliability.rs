@@ -213,7 +213,14 @@ async fn a_blocking_handler_sees_the_cancellation_signal_and_its_result_is_throw
     let reply = client.call(&server.queue, "short").await.unwrap();
     assert_eq!(reply.text(), "short");
     assert_eq!(client.unknown_replies(), 0);
-    assert_eq!(server.stats.answered(), 1);
+    // Counted once acknowledged, after the reply left.
+    common::wait_until(
+        Duration::from_secs(10),
+        "the second call is counted",
+        || async { server.stats.answered() == 1 },
+    )
+    .await;
+    assert_eq!(server.stats.expired(), 1);
     server.stop().await.unwrap();
 }
 
