@@ -247,6 +247,9 @@ impl Running {
                     .await;
                 match ran {
                     Ok(result) => result,
+                    // Back in the queue with its connection: not ours to
+                    // count.
+                    Err(Exceeded::Caller) if origin.lost.is_cancelled() => return,
                     // Nobody waits for an answer: publish nothing.
                     Err(Exceeded::Caller) => {
                         debug!(queue = %self.queue, "cancelled a handler still running at its caller's deadline");
