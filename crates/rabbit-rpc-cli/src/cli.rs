@@ -401,6 +401,12 @@ pub struct ServerArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
+    /// The longest a handler may run: then it is cancelled and its caller
+    /// answered deadline_exceeded, unless the caller's own deadline came
+    /// first (then nothing is answered). [default: none]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub handler_timeout: Option<Duration>,
+
     /// The connection name shown by `rabbitmqctl list_connections`, and by
     /// `rabbit-rpc ping` with the host and pid [default: rabbit-rpc serve
     /// SERVICE...].
@@ -741,6 +747,23 @@ mod tests {
             panic!("not serve")
         };
         serve.queues()
+    }
+
+    #[test]
+    fn serve_caps_handlers_only_when_asked() {
+        let handler_timeout = |args: &[&str]| {
+            let cli =
+                Cli::try_parse_from([&["rabbit-rpc", "serve", "fib"][..], args].concat()).unwrap();
+            let Command::Serve(serve) = cli.command else {
+                panic!("not serve")
+            };
+            serve.server.handler_timeout
+        };
+        assert_eq!(handler_timeout(&[]), None);
+        assert_eq!(
+            handler_timeout(&["--handler-timeout", "250ms"]),
+            Some(Duration::from_millis(250))
+        );
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub async fn serve(
                 .clone()
                 .unwrap_or_else(|| format!("rabbit-rpc serve {}", names.join(" "))),
         );
+    if let Some(timeout) = server_args.handler_timeout {
+        builder = builder.handler_timeout(timeout);
+    }
     for (service, queue) in queues {
         builder = match service {
             ServiceName::Fib => builder.procedure(queue, FibService::new(args.max_n())),

@@ -117,6 +117,7 @@
 
 mod client;
 pub mod codec;
+mod deadline;
 mod description;
 mod error;
 #[cfg(fuzzing)]

@@ -153,12 +153,7 @@ pub(crate) fn request<'a>(
         user_id: None,
         reply_to: Some(reply_to),
         content_type,
-        // At least 1 ms: an expiration of 0 means "deliver now or never".
-        expiration_ms: (timeout <= MAX_SENT_TIMEOUT).then(|| {
-            u64::try_from(timeout.as_millis())
-                .unwrap_or(u64::MAX)
-                .max(1)
-        }),
+        expiration_ms: crate::deadline::Deadline::expiration_ms(timeout),
         headers,
     }
 }

@@ -19,15 +19,16 @@ mod common;
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
 use lapin::{BasicProperties, options::BasicGetOptions};
 use rabbit_rpc::{
-    CallOptions, Client, ClientBuilder, Context, Error, Handler, MemoryBroker, QueueType,
-    RawMessage, ReplyQueue, Request, Server, ServerBuilder, ServerStats, Status, handler_fn,
+    CallOptions, Client, ClientBuilder, Code, Context, Error, Handler, MemoryBroker, Procedure,
+    QueueType, RawMessage, ReplyQueue, Request, Server, ServerBuilder, ServerStats, Status,
+    handler_fn,
 };
 use tokio::{sync::Semaphore, task::JoinHandle, time::Instant};
 
@@ -269,6 +270,8 @@ conformance!(
     after_a_lost_connection_a_server_skips_requests_whose_caller_is_gone,
     requests_correlate_by_message_id_too_as_amqp_1_0_peers_do,
     control_requests_are_answered_by_the_server_not_the_handler,
+    a_handler_still_running_at_its_callers_deadline_is_cancelled_and_nothing_is_published,
+    a_handler_past_the_servers_own_limit_is_cancelled_and_answered_deadline_exceeded,
 );
 
 /// A server answering `handler` on a fresh queue, running until the handle
@@ -1095,4 +1098,178 @@ async fn control_requests_are_answered_by_the_server_not_the_handler(broker: &Br
         "only the call ran the handler"
     );
     assert_eq!((stats.answered(), stats.errors()), (1, 0), "{stats}");
+}
+
+/// What a [`stuck`] handler has shown so far.
+#[derive(Default)]
+struct Seen {
+    started: AtomicUsize,
+    /// Its future was dropped.
+    dropped: AtomicBool,
+    /// Its context's cancellation signal fired (seen by a task it spawned).
+    signalled: AtomicBool,
+}
+
+/// A handler that never finishes the request `stuck`, and echoes others.
+fn stuck(seen: &Arc<Seen>) -> impl Handler {
+    let seen = Arc::clone(seen);
+    handler_fn(move |request: Request| {
+        let seen = Arc::clone(&seen);
+        async move {
+            if request.body() != b"stuck" {
+                return Ok::<_, Status>(request.into_body());
+            }
+            seen.started.fetch_add(1, Ordering::SeqCst);
+            let context = request.context().clone();
+            let watcher = Arc::clone(&seen);
+            tokio::spawn(async move {
+                context.cancelled().await;
+                assert!(context.is_cancelled());
+                watcher.signalled.store(true, Ordering::SeqCst);
+            });
+            let _guard = Dropped(Arc::clone(&seen));
+            std::future::pending::<Result<Vec<u8>, Status>>().await
+        }
+    })
+}
+
+/// Sets [`Seen::dropped`] when dropped: held by a handler's future, it
+/// proves the future was dropped.
+struct Dropped(Arc<Seen>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        self.0.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The server cancels a handler still running when its caller's deadline
+/// passes: its future is dropped, its context's signal fires, nothing is
+/// published (no stray reply reaches the client, even after a later call
+/// answered on the same path), and the request is acknowledged and counted
+/// as expired.
+async fn a_handler_still_running_at_its_callers_deadline_is_cancelled_and_nothing_is_published(
+    broker: &Broker,
+) {
+    let seen = Arc::new(Seen::default());
+    let server = Running::start(broker, "conf_cancel", stuck(&seen), |b| b).await;
+    let client = broker.client().connect().await.unwrap();
+    let options = CallOptions::new().timeout(Duration::from_millis(500));
+    let started = Instant::now();
+    let error = client
+        .call_with(&server.queue, "stuck", &options)
+        .await
+        .unwrap_err();
+    assert!(error.is_timeout(), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(seen.started.load(Ordering::SeqCst), 1);
+    common::wait_until(
+        Duration::from_secs(10),
+        "the server cancels the handler and counts the request expired",
+        || async {
+            seen.dropped.load(Ordering::SeqCst)
+                && seen.signalled.load(Ordering::SeqCst)
+                && server.stats.expired() == 1
+        },
+    )
+    .await;
+    // Any reply to the first call would have left before this one's, on
+    // the same reply channel to the same reply address.
+    let reply = client.call(&server.queue, "after").await.unwrap();
+    assert_eq!(reply.text(), "after");
+    assert_eq!(client.unknown_replies(), 0, "nothing was published");
+    assert_eq!(client.pending_calls(), 0);
+    // Counted once acknowledged, after the reply left.
+    common::wait_until(
+        Duration::from_secs(10),
+        "only the second call is answered",
+        || async { server.stats.answered() == 1 },
+    )
+    .await;
+    assert_eq!(server.stats.expired(), 1);
+    common::wait_until(
+        Duration::from_secs(10),
+        "the request is acknowledged",
+        || async {
+            broker.unacked(&server.queue).await == 0 && broker.ready(&server.queue).await == 0
+        },
+    )
+    .await;
+    server.stop().await.unwrap();
+}
+
+/// A server's own limit (`handler_timeout`) cancels a handler whose caller
+/// waits longer, and answers it `deadline_exceeded`; a procedure's limit
+/// wins over the server's; and when the caller's deadline is the smaller,
+/// it wins: nothing is answered and the request is counted expired.
+async fn a_handler_past_the_servers_own_limit_is_cancelled_and_answered_deadline_exceeded(
+    broker: &Broker,
+) {
+    let seen = Arc::new(Seen::default());
+    let (queue, _cleanup) = broker.queue("conf_handler_timeout");
+    let server = Running::on(broker, &queue, common::echo(), |b| {
+        b.handler_timeout(Duration::from_secs(3600)).add_procedure(
+            Procedure::new(format!("{queue}.capped"), stuck(&seen))
+                .handler_timeout(Duration::from_millis(400)),
+        )
+    })
+    .await;
+    let capped = format!("{queue}.capped");
+    let _capped_cleanup =
+        matches!(broker, Broker::Real).then(|| common::DeleteOnDrop(capped.clone()));
+    let client = broker.client().connect().await.unwrap();
+    // The caller waits 60 s; the procedure's 400 ms cap (not the server's
+    // hour) ends the handler, and the caller hears why.
+    let started = Instant::now();
+    let long = CallOptions::new().timeout(Duration::from_secs(60));
+    let error = client.call_with(&capped, "stuck", &long).await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(error.code(), Code::DeadlineExceeded, "{error}");
+    assert!(
+        matches!(error, Error::Remote { .. }),
+        "answered by the server: {error:?}"
+    );
+    assert!(error.to_string().contains("handler_timeout"), "{error}");
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    assert!(
+        seen.dropped.load(Ordering::SeqCst),
+        "the handler's future was dropped before the reply"
+    );
+    common::wait_until(Duration::from_secs(10), "the signal fires", || async {
+        seen.signalled.load(Ordering::SeqCst)
+    })
+    .await;
+    let stats = server.stats.clone();
+    common::wait_until(Duration::from_secs(10), "the error is counted", || async {
+        stats.answered() == 1
+    })
+    .await;
+    assert_eq!((stats.errors(), stats.expired()), (1, 0));
+    // The caller's 200 ms is smaller than the 400 ms cap: it wins.
+    let short = CallOptions::new().timeout(Duration::from_millis(200));
+    let error = client
+        .call_with(&capped, "stuck", &short)
+        .await
+        .unwrap_err();
+    assert!(error.is_timeout(), "{error}");
+    common::wait_until(Duration::from_secs(10), "it is counted expired", || async {
+        stats.expired() == 1
+    })
+    .await;
+    // A fast handler is not touched by the server's hour.
+    assert_eq!(client.call(&queue, "quick").await.unwrap().text(), "quick");
+    assert_eq!(client.call(&capped, "quick").await.unwrap().text(), "quick");
+    assert_eq!(client.unknown_replies(), 0);
+    common::wait_until(
+        Duration::from_secs(10),
+        "three answers are counted",
+        || async { stats.answered() == 3 },
+    )
+    .await;
+    assert_eq!((stats.errors(), stats.expired()), (1, 1));
+    assert_eq!(seen.started.load(Ordering::SeqCst), 2);
+    server.stop().await.unwrap();
 }

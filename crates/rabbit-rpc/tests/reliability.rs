@@ -176,6 +176,54 @@ async fn handlers_see_the_callers_deadline() {
     server.stop().await.unwrap();
 }
 
+/// A blocking handler cannot be dropped mid-run: it sees the cancellation
+/// signal through its context and stops itself; its result is thrown away
+/// (no stray reply), and the request counts as expired.
+#[tokio::test]
+async fn a_blocking_handler_sees_the_cancellation_signal_and_its_result_is_thrown_away() {
+    let stopped = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&stopped);
+    let server = TestServer::start(
+        "deadline_blocking",
+        rabbit_rpc::blocking_fn(move |request: Request| -> Result<Vec<u8>, Status> {
+            if request.body() == b"long" {
+                // Long work in steps, checking between them.
+                while !request.context().is_cancelled() {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(request.into_body())
+        }),
+    )
+    .await;
+    let client = common::client().await;
+    let error = client
+        .call_with(&server.queue, "long", &within(300))
+        .await
+        .unwrap_err();
+    assert!(error.is_timeout(), "{error}");
+    common::wait_until(
+        Duration::from_secs(10),
+        "the handler stops and the request counts as expired",
+        || async { stopped.load(Ordering::SeqCst) == 1 && server.stats.expired() == 1 },
+    )
+    .await;
+    // A reply to the first call would have come before this one's.
+    let reply = client.call(&server.queue, "short").await.unwrap();
+    assert_eq!(reply.text(), "short");
+    assert_eq!(client.unknown_replies(), 0);
+    // Counted once acknowledged, after the reply left.
+    common::wait_until(
+        Duration::from_secs(10),
+        "the second call is counted",
+        || async { server.stats.answered() == 1 },
+    )
+    .await;
+    assert_eq!(server.stats.expired(), 1);
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn requests_carry_their_timeout_as_expiration() {
     // What a request looks like on the wire, seen by a raw consumer.

@@ -3,6 +3,7 @@
 
 mod builder;
 mod control;
+mod deadline;
 #[cfg(fuzzing)]
 pub(crate) mod fuzz;
 mod in_flight;
@@ -32,17 +33,16 @@ use tracing::Instrument;
 
 use crate::{
     Code, Error,
+    deadline::Deadline,
     metrics::ClientMetrics,
     protocol, trace,
     transport::{Confirm, Confirmed},
 };
+use deadline::{Clock, Phase};
 use in_flight::Pending;
 use probe::{Probe, Probes};
 use session::{Resilient, Session, State};
 use unroutable::PendingConfirm;
-
-/// A deadline for timeouts too long to represent: about 30 years.
-const NEVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
 /// One call, as checked and timed.
 struct Call<'a> {
@@ -51,7 +51,8 @@ struct Call<'a> {
     content_type: Option<&'a str>,
     options: &'a CallOptions,
     timeout: Duration,
-    deadline: Instant,
+    /// Its deadline, and the phase it is in (see [`Clock`]).
+    clock: Clock,
     /// The call's trace context, for the request's headers.
     trace: trace::TraceHeaders,
 }
@@ -209,9 +210,12 @@ impl Client {
         }
         let timeout = options.timeout.unwrap_or(inner.timeout);
         let started = Instant::now();
-        // A timeout too large for the clock (`Duration::MAX` for "no
-        // timeout") means a deadline that never comes.
-        let deadline = started + timeout.min(NEVER);
+        // An unanswered call checks for a server a while after publishing,
+        // at most half its timeout.
+        let clock = Clock::new(
+            Deadline::after(started, timeout),
+            inner.no_server_check.min(timeout / 2),
+        );
         let span = trace::client_span(queue);
         let call = Call {
             queue,
@@ -219,17 +223,24 @@ impl Client {
             content_type,
             options,
             timeout,
-            deadline,
+            clock,
             trace: trace::headers(&span),
         };
-        let result = match &inner.resilient {
-            Some(resilient) => {
-                self.call_resilient(&call, resilient)
-                    .instrument(span.clone())
-                    .await
+        let attempt = async {
+            match &inner.resilient {
+                Some(resilient) => self.call_resilient(&call, resilient).await,
+                None => self.call_once(&call).await,
             }
-            None => self.call_once(&call).instrument(span.clone()).await,
         };
+        // The one place a call's deadline ends it.
+        let result = call
+            .clock
+            .run(attempt, |phase| match phase {
+                Phase::Connecting => self.unavailable(),
+                Phase::Sent => call.timed_out(),
+            })
+            .instrument(span.clone())
+            .await;
         let code = result.as_ref().map_or_else(Error::code, |_| Code::Ok);
         trace::finish(&span, code, false);
         inner
@@ -243,19 +254,16 @@ impl Client {
     async fn call_once(&self, call: &Call<'_>) -> Result<Reply, Error> {
         let id = self.inner.ids.next();
         let (session, mut pending) = loop {
-            let session = self.session(call.deadline).await?;
+            let session = self.session().await?;
             match session.in_flight.register(&id) {
                 Ok(pending) => break (session, pending),
                 // The connection has just dropped and nothing was sent:
                 // wait for the next one.
-                Err(_) => self.replaced(&session, call.deadline).await?,
+                Err(_) => self.replaced(&session).await?,
             }
         };
-        let mut check = std::pin::pin!(tokio::time::sleep_until(self.check_at(call)));
-        let published = self
-            .publish(&session, call, pending.id(), check.as_mut())
-            .await?;
-        let confirm = match published {
+        call.clock.publishing();
+        let confirm = match self.publish(&session, call, pending.id()).await {
             Ok(confirm) => confirm,
             Err(error) => {
                 if error.is_connection_lost() || error.refusal().is_some() {
@@ -279,7 +287,7 @@ impl Client {
                 confirm,
             });
         }
-        self.reply(&session, call, &mut pending, check).await
+        self.reply(&session, call, &mut pending).await
     }
 
     /// A call that outlives its connection (see [`ReplyQueue::Resilient`]):
@@ -292,17 +300,13 @@ impl Client {
     ) -> Result<Reply, Error> {
         let id = self.inner.ids.next();
         let mut pending = resilient.in_flight.register(&id)?;
-        let mut check = std::pin::pin!(tokio::time::sleep_until(self.check_at(call)));
-        let mut session = self.session(call.deadline).await?;
+        let mut session = self.session().await?;
         loop {
-            let confirmed = match self
-                .publish(&session, call, pending.id(), check.as_mut())
-                .await?
-            {
+            call.clock.publishing();
+            let confirmed = match self.publish(&session, call, pending.id()).await {
                 Ok(confirm) => tokio::select! {
                     outcome = pending.outcome() => return outcome,
                     confirmed = confirm.outcome() => confirmed,
-                    () = tokio::time::sleep_until(call.deadline) => return Err(call.timed_out()),
                 },
                 Err(Error::ConnectionLost { .. }) => None,
                 Err(error) => return Err(error),
@@ -323,118 +327,90 @@ impl Client {
                 // may not have the request. Publish it again on the next
                 // connection (a second reply, if any, is dropped).
                 None => {
-                    self.replaced(&session, call.deadline).await?;
-                    session = self.session(call.deadline).await?;
+                    call.clock.connecting();
+                    self.replaced(&session).await?;
+                    session = self.session().await?;
                 }
             }
         }
-        self.reply(&session, call, &mut pending, check).await
+        self.reply(&session, call, &mut pending).await
     }
 
-    /// When an unanswered call checks for a server: counted from
-    /// publishing (a call that waited for the client to reconnect gets the
-    /// same grace as any other), at most half its timeout.
-    fn check_at(&self, call: &Call<'_>) -> Instant {
-        (Instant::now() + self.inner.no_server_check.min(call.timeout / 2)).min(call.deadline)
-    }
-
-    /// Publishes the request with correlation id `id` on `session`. One
-    /// timer per call on the hot path: `check` is also the moment to check
-    /// for a server; publishing takes microseconds unless the broker pushes
-    /// back (a memory alarm), and then it may use the whole timeout. The
-    /// outer error is the call's end (a timeout); the inner one, the
-    /// publish's.
+    /// Publishes the request with correlation id `id` on `session`, with
+    /// the call's remaining time as its expiration. Publishing takes
+    /// microseconds unless the broker pushes back (a memory alarm), and then
+    /// it may use the whole timeout (the call's [`Clock`] ends it).
     async fn publish(
         &self,
         session: &Session,
         call: &Call<'_>,
         id: &str,
-        check: std::pin::Pin<&mut tokio::time::Sleep>,
-    ) -> Result<Result<Confirm, Error>, Error> {
+    ) -> Result<Confirm, Error> {
         let mut message = protocol::request(
             &session.reply_to,
             id,
-            call.deadline.saturating_duration_since(Instant::now()),
+            call.clock.deadline().remaining(),
             call.content_type,
             &call.options.metadata,
             call.options.control,
         );
         protocol::add_trace(&mut message, &call.trace);
         message.user_id = session.user.as_deref();
-        let publish = session
+        session
             .channel
-            .publish(call.queue, true, &message, call.body);
-        let mut publish = std::pin::pin!(publish);
-        Ok(tokio::select! {
-            published = &mut publish => published,
-            () = check => match tokio::time::timeout_at(call.deadline, &mut publish).await {
-                Ok(published) => published,
-                Err(_) => return Err(call.timed_out()),
-            },
-        })
+            .publish(call.queue, true, &message, call.body)
+            .await
     }
 
-    /// Waits for the reply to a published call, checking at `check` whether
-    /// anybody serves its queue.
+    /// Waits for the reply to a published call, checking when the call's
+    /// clock says whether anybody serves its queue.
     async fn reply(
         &self,
         session: &Session,
         call: &Call<'_>,
         pending: &mut Pending,
-        mut check: std::pin::Pin<&mut tokio::time::Sleep>,
     ) -> Result<Reply, Error> {
-        let (queue, deadline) = (call.queue, call.deadline);
+        let queue = call.queue;
         tokio::select! {
             outcome = pending.outcome() => return outcome,
-            () = &mut check => {}
+            () = call.clock.check_due() => {}
         }
         // "No server" takes two answers a while apart: a server that is
         // reconnecting, or restarting, is back within that while.
-        let first = self.probe(session, queue, deadline, None).await;
+        let first = self.probe(session, queue, None).await;
         if let Some(error) = first.failure(queue) {
             if matches!(error, Error::NoRoute { .. }) {
                 return Err(error);
             }
             let asked = Instant::now();
-            let left = deadline.saturating_duration_since(asked);
+            let left = call.clock.deadline().remaining();
             let again = asked + self.inner.no_server_check.min(left / 2);
             tokio::select! {
                 outcome = pending.outcome() => return outcome,
                 () = tokio::time::sleep_until(again) => {}
             }
-            let second = self.probe(session, queue, deadline, Some(asked)).await;
+            let second = self.probe(session, queue, Some(asked)).await;
             if let Some(error) = second.failure(queue) {
                 return Err(error);
             }
         }
-        match tokio::time::timeout_at(deadline, pending.outcome()).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(call.timed_out()),
-        }
+        pending.outcome().await
     }
 
-    /// Asks the broker about `queue`, within the call's deadline: a broker
-    /// that blocks this connection (a memory alarm) must not hold the call
-    /// past it.
-    async fn probe(
-        &self,
-        session: &Session,
-        queue: &str,
-        deadline: Instant,
-        not_before: Option<Instant>,
-    ) -> Probe {
-        let asking = self
-            .inner
+    /// Asks the broker about `queue`. A broker that blocks this connection
+    /// (a memory alarm) cannot hold the call past its deadline: the call's
+    /// [`Clock`] ends it.
+    async fn probe(&self, session: &Session, queue: &str, not_before: Option<Instant>) -> Probe {
+        self.inner
             .probes
-            .check(&session.connection, queue, not_before);
-        tokio::time::timeout_at(deadline, asking)
+            .check(&session.connection, queue, not_before)
             .await
-            .unwrap_or(Probe::Unknown)
     }
 
     /// The session to call on: the current one, or the next one if the
-    /// client is reconnecting, waiting for it until `deadline`.
-    async fn session(&self, deadline: Instant) -> Result<Arc<Session>, Error> {
+    /// client is reconnecting, waiting for it (until the call's [`Clock`]
+    /// ends the call: [`Error::ConnectionLost`], see [`Client::unavailable`]).
+    async fn session(&self) -> Result<Arc<Session>, Error> {
         if let State::Connected(session) = &*self.inner.state.borrow() {
             return Ok(Arc::clone(session));
         }
@@ -446,28 +422,26 @@ impl Client {
                 State::Closed => return Err(closed()),
                 State::Reconnecting { .. } => {}
             }
-            match tokio::time::timeout_at(deadline, state.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(closed()),
-                Err(_) => return Err(self.unavailable()),
+            if state.changed().await.is_err() {
+                return Err(closed());
             }
         }
     }
 
     /// Waits until `lost` (a session whose connection has dropped) is no
-    /// longer the current one, or until `deadline`.
-    async fn replaced(&self, lost: &Arc<Session>, deadline: Instant) -> Result<(), Error> {
+    /// longer the current one.
+    async fn replaced(&self, lost: &Arc<Session>) -> Result<(), Error> {
         let mut state = self.inner.state.subscribe();
         let still_current =
             |state: &State| matches!(state, State::Connected(s) if Arc::ptr_eq(s, lost));
-        match tokio::time::timeout_at(deadline, state.wait_for(|s| !still_current(s))).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(closed()),
-            Err(_) => Err(self.unavailable()),
+        match state.wait_for(|s| !still_current(s)).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(closed()),
         }
     }
 
-    /// Why a call made while reconnecting gave up.
+    /// Why a call made while reconnecting gave up: what its [`Clock`] says
+    /// when the deadline comes in [`Phase::Connecting`].
     fn unavailable(&self) -> Error {
         let reason = match &*self.inner.state.borrow() {
             State::Reconnecting {

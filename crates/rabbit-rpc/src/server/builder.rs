@@ -58,6 +58,7 @@ pub struct ServerBuilder {
     concurrency: usize,
     max_request_size: usize,
     max_reply_size: usize,
+    handler_timeout: Option<Duration>,
     declare: QueueSettings,
     reply_to: ReplyToPolicy,
     callers: CallerPolicy,
@@ -76,6 +77,7 @@ impl Default for ServerBuilder {
             concurrency: ServerBuilder::DEFAULT_CONCURRENCY,
             max_request_size: ServerBuilder::DEFAULT_MAX_REQUEST_SIZE,
             max_reply_size: 16 * 1024 * 1024,
+            handler_timeout: None,
             declare: QueueSettings::default(),
             reply_to: ReplyToPolicy::default(),
             callers: CallerPolicy::default(),
@@ -174,6 +176,20 @@ impl ServerBuilder {
     /// `max_message_size`; keep it under the broker's.
     pub fn max_reply_size(mut self, bytes: usize) -> ServerBuilder {
         self.max_reply_size = bytes;
+        self
+    }
+
+    /// The longest a handler may run, counted from its start, for
+    /// requests whose caller set a longer deadline or none (tutorial
+    /// clients set none). When it passes, the handler is cancelled (its
+    /// future dropped; see [`Context::cancelled`](crate::Context::cancelled)
+    /// for blocking handlers) and the caller, still waiting, is answered
+    /// `deadline_exceeded`. The caller's deadline, when it comes first,
+    /// wins: the handler is cancelled and nothing is answered, since
+    /// nobody waits. Default: none (a handler runs as long as its caller
+    /// waits, or for ever). A [`Procedure`] may set its own.
+    pub fn handler_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.handler_timeout = Some(timeout);
         self
     }
 
@@ -438,6 +454,7 @@ impl ServerBuilder {
                 declare,
                 max_request_size: procedure.max_request_size.unwrap_or(self.max_request_size),
                 max_reply_size: procedure.max_reply_size.unwrap_or(self.max_reply_size),
+                handler_timeout: procedure.handler_timeout.or(self.handler_timeout),
                 counters: Arc::new(Counters::new(&procedure.queue)),
                 permits: Arc::new(Semaphore::new(concurrency.min(Semaphore::MAX_PERMITS))),
                 common: Arc::clone(&common),

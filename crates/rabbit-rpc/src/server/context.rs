@@ -3,6 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::Metadata;
 
@@ -18,6 +19,9 @@ pub struct Context {
     pub(crate) redelivered: bool,
     pub(crate) deadline: Option<Instant>,
     pub(crate) metadata: Metadata,
+    /// Fired when the server gives up on the request (see
+    /// [`Context::cancelled`]); none when nothing limits it.
+    pub(crate) cancel: Option<CancellationToken>,
 }
 
 impl Context {
@@ -106,5 +110,32 @@ impl Context {
     /// rabbit-rpc's own (see [`Metadata`]).
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
+    }
+
+    /// Completes when the server gives up on this request: the caller's
+    /// deadline has passed, or the server's own limit
+    /// ([`ServerBuilder::handler_timeout`](crate::ServerBuilder::handler_timeout),
+    /// [`Procedure::handler_timeout`](crate::Procedure::handler_timeout)),
+    /// whichever comes first. Never, for a request with neither.
+    ///
+    /// An async handler needs no part in this: the server drops (cancels)
+    /// its future at that moment. Work it spawned, and a blocking handler
+    /// ([`blocking_fn`](crate::blocking_fn), `spawn_blocking`), which
+    /// cannot be dropped mid-run, should watch this signal (or
+    /// [`Context::is_cancelled`]) and stop: their result is thrown away.
+    pub async fn cancelled(&self) {
+        match &self.cancel {
+            Some(cancel) => cancel.cancelled().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Whether the server has given up on this request (see
+    /// [`Context::cancelled`]): for a blocking handler to poll between
+    /// steps of its work.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
     }
 }

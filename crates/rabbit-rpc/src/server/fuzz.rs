@@ -38,8 +38,8 @@ pub(crate) fn fuzz_request(properties: &Properties, body: Vec<u8>) {
         let _ = ReplyToPolicy::default().allows(reply_to);
     }
     let _ = protocol::control(properties);
-    let deadline = protocol::request_timeout(properties)
-        .and_then(|timeout| Instant::now().checked_add(timeout));
+    let deadline = crate::deadline::Deadline::of_request(properties, Instant::now())
+        .map(crate::deadline::Deadline::instant);
     let mut callers = CallerPolicy::default();
     callers.allow(["alice".to_owned()]);
     let _ = callers.check(&queue, properties.user_id());

@@ -230,6 +230,12 @@ pub struct BlockingFn<F>(Arc<F>);
 /// runs on tokio's blocking pool, so it never stalls the connection or other
 /// calls.
 ///
+/// A running thread cannot be cancelled: when the request's deadline (or
+/// the server's `handler_timeout`) passes, the server stops waiting for
+/// the function and throws its result away, but the function runs on
+/// unless it stops itself. Long work should check
+/// [`Context::is_cancelled`] between steps (via [`Request::context`]).
+///
 /// ```
 /// use rabbit_rpc::{blocking_fn, Request, Status};
 ///

@@ -22,6 +22,7 @@ mod caller_policy;
 mod callers;
 mod context;
 mod control;
+mod deadline;
 mod dispatch;
 #[cfg(fuzzing)]
 pub(crate) mod fuzz;

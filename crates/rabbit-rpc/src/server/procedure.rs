@@ -1,7 +1,7 @@
 //! [`Procedure`]: a queue, the handler that answers it, and settings of its
 //! own over the server's.
 
-use std::{fmt, sync::Arc};
+use std::{fmt, sync::Arc, time::Duration};
 
 use super::{
     QueueType,
@@ -33,6 +33,7 @@ pub struct Procedure {
     pub(super) concurrency: Option<usize>,
     pub(super) max_request_size: Option<usize>,
     pub(super) max_reply_size: Option<usize>,
+    pub(super) handler_timeout: Option<Duration>,
     pub(super) declare: QueueSettings,
     /// Over the handler's own ([`Handler::describe`]).
     description: Option<Description>,
@@ -61,6 +62,7 @@ impl Procedure {
             concurrency: None,
             max_request_size: None,
             max_reply_size: None,
+            handler_timeout: None,
             declare: QueueSettings::default(),
             description: None,
             doc: None,
@@ -100,6 +102,15 @@ impl Procedure {
     /// ([`ServerBuilder::max_reply_size`](super::ServerBuilder::max_reply_size)).
     pub fn max_reply_size(mut self, bytes: usize) -> Procedure {
         self.max_reply_size = Some(bytes);
+        self
+    }
+
+    /// The longest this procedure's handler may run before it is
+    /// cancelled and its caller answered `deadline_exceeded`, unless the
+    /// caller's deadline comes first. Default: the server's
+    /// ([`ServerBuilder::handler_timeout`](super::ServerBuilder::handler_timeout)).
+    pub fn handler_timeout(mut self, timeout: Duration) -> Procedure {
+        self.handler_timeout = Some(timeout);
         self
     }
 

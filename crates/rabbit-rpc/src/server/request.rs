@@ -1,7 +1,7 @@
 //! One request's life on the server: checks before any work, the deadline,
 //! the handler (panics caught), the reply, then the acknowledgement.
 
-use std::{future::Future, panic::AssertUnwindSafe, sync::Arc};
+use std::{future::Future, panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use futures_util::FutureExt;
 use tokio::{sync::Semaphore, time::Instant};
@@ -13,6 +13,7 @@ use super::{
     about::About,
     caller_policy::{self, CallerPolicy},
     callers::Callers,
+    deadline::{self, Exceeded, Limit},
     handler::{ErasedHandler, Request, Response},
     queue::QueueSettings,
     refusals::RefusalLog,
@@ -21,6 +22,7 @@ use super::{
 };
 use crate::{
     Code, Status,
+    deadline::Deadline,
     protocol::{self, ERROR_CONTENT_TYPE, MAX_CORRELATION_ID_LEN, MAX_DETAILS},
     trace,
     transport::{Acker, Channel, Confirmed, Connection, Delivery, Properties},
@@ -96,6 +98,8 @@ pub(super) struct Running {
     pub(super) declare: QueueSettings,
     pub(super) max_request_size: usize,
     pub(super) max_reply_size: usize,
+    /// The server's own cap on a handler's run (see [`deadline`]).
+    pub(super) handler_timeout: Option<Duration>,
     pub(super) counters: Arc<Counters>,
     pub(super) permits: Arc<Semaphore>,
     pub(super) common: Arc<Common>,
@@ -224,9 +228,8 @@ impl Running {
         }
         // A timeout too large for the clock means no deadline. Checked
         // after the caller check, which may have taken a while.
-        let deadline = protocol::request_timeout(&properties)
-            .and_then(|timeout| received.checked_add(timeout));
-        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+        let deadline = Deadline::of_request(&properties, received);
+        if deadline::passed(deadline) {
             debug!(queue = %self.queue, "skipping a request whose caller stopped waiting");
             self.counters.add(Count::Expired);
             ack(&acker, &origin.lost).await;
@@ -237,9 +240,28 @@ impl Running {
             // queue; running it here would run it twice.
             Ok(()) if origin.lost.is_cancelled() => return,
             Ok(()) => {
-                self.run_handler(&properties, body, redelivered, deadline)
+                let limit = Limit::new(deadline, self.handler_timeout);
+                let ran = self
+                    .run_handler(&properties, body, redelivered, deadline, limit)
                     .instrument(span.clone())
-                    .await
+                    .await;
+                match ran {
+                    Ok(result) => result,
+                    // Back in the queue with its connection: not ours to
+                    // count.
+                    Err(Exceeded::Caller) if origin.lost.is_cancelled() => return,
+                    // Nobody waits for an answer: publish nothing.
+                    Err(Exceeded::Caller) => {
+                        debug!(queue = %self.queue, "cancelled a handler still running at its caller's deadline");
+                        self.counters.add(Count::Expired);
+                        ack(&acker, &origin.lost).await;
+                        return;
+                    }
+                    // The caller still waits: tell it.
+                    Err(Exceeded::Server(after)) => Err(Status::deadline_exceeded(format!(
+                        "the handler ran longer than this server allows ({after:?}, its handler_timeout) and was cancelled"
+                    ))),
+                }
             }
             Err(status) => Err(status),
         };
@@ -335,25 +357,30 @@ impl Running {
         properties: &Properties,
         body: Vec<u8>,
         redelivered: bool,
-        deadline: Option<Instant>,
-    ) -> Result<Response, Status> {
-        let request = Request {
-            context: context(&self.queue, properties, redelivered, deadline),
-            body,
-        };
+        deadline: Option<Deadline>,
+        limit: Option<Limit>,
+    ) -> Result<Result<Response, Status>, Exceeded> {
+        let mut context = context(
+            &self.queue,
+            properties,
+            redelivered,
+            deadline.map(Deadline::instant),
+        );
+        context.cancel = limit.as_ref().map(Limit::signal);
+        let request = Request { context, body };
         // The `async` block puts the handler's synchronous part (before its
         // future exists) inside the catch too.
-        match AssertUnwindSafe(async { self.handler.call_boxed(request).await })
-            .catch_unwind()
-            .await
-        {
-            Ok(result) => result,
-            Err(panic) => {
-                let what = panic_message(panic.as_ref());
-                error!(queue = %self.queue, panic = %what, "the handler panicked; answering with an internal error");
-                Err(Status::internal(format!("the handler panicked: {what}")))
-            }
-        }
+        let handler = AssertUnwindSafe(async { self.handler.call_boxed(request).await });
+        Ok(
+            match deadline::within(limit, handler.catch_unwind()).await? {
+                Ok(result) => result,
+                Err(panic) => {
+                    let what = panic_message(panic.as_ref());
+                    error!(queue = %self.queue, panic = %what, "the handler panicked; answering with an internal error");
+                    Err(Status::internal(format!("the handler panicked: {what}")))
+                }
+            },
+        )
     }
 }
 
@@ -373,6 +400,7 @@ pub(super) fn context(
         redelivered,
         deadline,
         metadata: protocol::metadata(properties),
+        cancel: None,
     }
 }
 
