@@ -79,14 +79,28 @@ pub fn code_for(error: &Error) -> u8 {
     }
 }
 
+/// What to do when nothing serves `queue`, naming it. `serve fib` is
+/// suggested only for the queue it serves by default
+/// ([`DEFAULT_QUEUE`](crate::cli::DEFAULT_QUEUE)): any other queue is some
+/// other service's, or misspelt.
+fn no_server_hint(error: &Error, queue: &str) -> String {
+    if queue == crate::cli::DEFAULT_QUEUE {
+        format!("start one with `rabbit-rpc serve fib` (it serves '{queue}')")
+    } else if matches!(error, Error::NoRoute { .. }) {
+        format!("is '{queue}' spelt as its server names it?")
+    } else {
+        format!("start the server for '{queue}'")
+    }
+}
+
 /// One line for stderr: what happened and, where it helps, what to do.
 pub fn message_for(error: &Error) -> String {
     match error {
         Error::Connect { .. } => {
             format!("error: {error} (the broker is set with --url, --url-file or AMQP_URL)")
         }
-        Error::NoRoute { .. } | Error::NoServer { .. } => {
-            format!("error: {error}; start one with `rabbit-rpc serve fib`")
+        Error::NoRoute { queue } | Error::NoServer { queue } => {
+            format!("error: {error}; {}", no_server_hint(error, queue))
         }
         Error::NotRabbitRpc { .. } => format!(
             "error: {error}; ping and describe need a rabbit-rpc server (a tutorial server \
@@ -103,5 +117,34 @@ pub fn message_for(error: &Error) -> String {
             ..
         } => format!("error: {error} (the broker is set with --url, --url-file or AMQP_URL)"),
         _ => format!("error: {error}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_no_server_hint_names_the_queue_and_suggests_serve_only_for_rpc_queue() {
+        let fib = message_for(&Error::NoServer {
+            queue: "rpc_queue".into(),
+        });
+        assert!(fib.contains("`rabbit-rpc serve fib`"), "{fib}");
+        let other = message_for(&Error::NoRoute {
+            queue: "inventroy.stock".into(),
+        });
+        assert!(!other.contains("rabbit-rpc serve"), "{other}");
+        assert_eq!(
+            other,
+            "error: no queue named 'inventroy.stock' (is a server for it running?); \
+             is 'inventroy.stock' spelt as its server names it?"
+        );
+        let idle = message_for(&Error::NoServer {
+            queue: "inventory.stock".into(),
+        });
+        assert!(
+            idle.ends_with("; start the server for 'inventory.stock'"),
+            "{idle}"
+        );
     }
 }

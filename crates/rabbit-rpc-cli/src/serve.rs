@@ -151,7 +151,8 @@ fn declared(args: &ServerArgs) -> String {
 /// Completes on the first Ctrl-C or SIGTERM; a second one exits at once.
 async fn shutdown_signal(mut signals: Signals) {
     signals.next().await;
-    info!("shutting down: finishing requests in hand (Ctrl-C again to stop at once)");
+    // The library says next what it waits for (nothing, or requests in hand).
+    info!("signal received (Ctrl-C again to stop at once)");
     tokio::spawn(async move {
         signals.next().await;
         warn!("stopping at once; unfinished requests go back to the queue");

@@ -75,6 +75,35 @@ async fn serve_and_call_like_the_tutorial_then_stop_cleanly_on_sigterm() {
     common::delete_queue(&queue).await;
 }
 
+/// An idle server stops on Ctrl-C at once, and says so: there is nothing
+/// to drain. (It took 1.5 s once, saying nothing.)
+#[tokio::test]
+async fn an_idle_server_stops_at_once_on_sigint_and_says_why() {
+    let queue = common::unique_queue("cli_idle_sigint");
+    let mut server = serve(&queue).await;
+    server.signal("-INT");
+    let signalled = Instant::now();
+    let status = server.exit_within(Duration::from_secs(10)).await;
+    let took = signalled.elapsed();
+    eprintln!("an idle serve exited {took:?} after SIGINT");
+    assert_eq!(status.code(), Some(0), "{}", server.log());
+    // A drain that waited for anything (the consumers' cancellation, a
+    // drain timeout) takes far longer than this on any machine.
+    assert!(
+        took < Duration::from_secs(1),
+        "took {took:?}:\n{}",
+        server.log()
+    );
+    common::wait_until(Duration::from_secs(5), "the shutdown log line", || {
+        let said = !server
+            .lines(|line| line.contains("nothing in flight"))
+            .is_empty();
+        async move { said }
+    })
+    .await;
+    common::delete_queue(&queue).await;
+}
+
 #[tokio::test]
 async fn a_second_signal_stops_a_draining_server_at_once_and_its_request_goes_back() {
     let queue = common::unique_queue("cli_second_signal");
@@ -127,6 +156,36 @@ async fn a_missing_queue_exits_no_server_at_once() {
     assert!(stderr(&output).contains(&format!("no queue named '{queue}'")));
     assert_eq!(stderr(&output).lines().count(), 1);
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// The hint names the queue asked for, and suggests `serve fib` only for
+/// the queue `serve fib` serves.
+#[tokio::test]
+async fn the_no_server_hint_names_the_queue_asked_for() {
+    let queue = common::unique_queue("cli_inventroy.stock");
+    let output = rabbit_rpc(&["call", "--queue", &queue]).await;
+    assert_eq!(code(&output), exit::NO_SERVER, "{}", stderr(&output));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "error: no queue named '{queue}' (is a server for it running?); \
+             is '{queue}' spelt as its server names it?\n"
+        )
+    );
+    let idle = common::unique_queue("cli_hint_idle");
+    let (connection, channel) = common::raw_channel().await;
+    common::declare(&channel, &idle).await;
+    let output = rabbit_rpc(&["call", "--queue", &idle, "--timeout", "20s"]).await;
+    assert_eq!(code(&output), exit::NO_SERVER, "{}", stderr(&output));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "error: queue '{idle}' exists but no server is consuming from it; \
+             start the server for '{idle}'\n"
+        )
+    );
+    let _ = connection.close(200, "done".into()).await;
+    common::delete_queue(&idle).await;
 }
 
 #[tokio::test]

@@ -9,6 +9,31 @@ use crate::{Code, Status, fmt_duration};
 /// Each variant says what happened in words a user can act on; ask it
 /// questions ([`Error::is_timeout`], [`Error::status`], [`Error::code`])
 /// rather than matching on internals when deciding whether to retry.
+///
+/// Show it to people with `Display` (`{error}`): one line, in those words.
+/// `Debug` (`{error:?}`) is the derived, structured form, every field by
+/// name, for logs and test failures, as `tonic::Status`'s is. A `main`
+/// that returns `Result<(), rabbit_rpc::Error>` prints the `Debug` form
+/// (`Connect { endpoint: "127.0.0.1:5672", reason: "connection refused; is RabbitMQ running there?" }`),
+/// so print the error yourself and return an exit code, as
+/// `examples/calculator`'s binaries do, or return `anyhow::Result<()>`,
+/// whose `Debug` is the `Display` line and its causes:
+///
+/// ```no_run
+/// use std::process::ExitCode;
+///
+/// # async fn run() -> Result<(), rabbit_rpc::Error> { Ok(()) }
+/// #[tokio::main]
+/// async fn main() -> ExitCode {
+///     match run().await {
+///         Ok(()) => ExitCode::SUCCESS,
+///         Err(error) => {
+///             eprintln!("error: {error}"); // error: cannot reach the broker at 127.0.0.1:5672: connection refused; …
+///             ExitCode::FAILURE
+///         }
+///     }
+/// }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

@@ -91,6 +91,56 @@
 //! or through [`TlsOptions`] ([`ClientBuilder::tls`], [`ServerBuilder::tls`]);
 //! a bad file is [`Error::Tls`], naming it, before anything is sent.
 //!
+//! # Testing your service
+//!
+//! [`MemoryBroker`] (feature `test-util`, in your `[dev-dependencies]`)
+//! takes RabbitMQ's place with the same [`Client`] and [`Server`] API, and
+//! keeps its time on tokio's clock: with tokio's own `test-util` feature,
+//! `#[tokio::test(start_paused = true)]` runs a test of a 30 s timeout in
+//! no time.
+//!
+//! ```
+//! use std::time::Duration;
+//! use rabbit_rpc::{Client, MemoryBroker, Request, Server, Status, handler_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), rabbit_rpc::Error> {
+//! let broker = MemoryBroker::new();
+//! let server = Server::builder()
+//!     .memory(&broker)
+//!     .procedure("slow", handler_fn(|_request: Request| async {
+//!         tokio::time::sleep(Duration::from_secs(60)).await;
+//!         Ok::<_, Status>("done")
+//!     }))
+//!     .bind()
+//!     .await?;
+//! tokio::spawn(server.serve());
+//! let client = Client::builder()
+//!     .memory(&broker)
+//!     .timeout(Duration::from_secs(30))
+//!     .connect()
+//!     .await?;
+//! let started = tokio::time::Instant::now();
+//! assert!(client.call("slow", "").await.unwrap_err().is_timeout());
+//! assert!(started.elapsed() >= Duration::from_secs(30)); // on tokio's clock only
+//! # Ok(()) }
+//! ```
+//!
+//! # Logging
+//!
+//! The library logs through [`tracing`](https://docs.rs/tracing), under
+//! targets named for its modules (`rabbit_rpc::server::…`,
+//! `rabbit_rpc::client::…`, `rabbit_rpc::transport::…`, and
+//! `rabbit_rpc::tls` for the warning that certificate checks are off):
+//! `ERROR` for a handler that panicked or a message the server cannot
+//! parse, `WARN` for a lost broker and requests dropped or refused
+//! (refusals summarised once a minute per kind), `INFO` for
+//! reconnections and shutdown, `DEBUG` for replies no call waits for and
+//! the `rpc.client`/`rpc.server` spans. Nothing is printed unless your
+//! program installs a subscriber, e.g. with `tracing-subscriber`:
+//! `tracing_subscriber::fmt().with_env_filter("info,lapin=off").init()`.
+//! The `rabbit-rpc` command logs to stderr; `RUST_LOG` sets the level.
+//!
 //! # Layout
 //!
 //! - [`Client`] (`client/`): calls, deadlines, reconnection;
@@ -114,6 +164,16 @@
 //!   over HTTP, for running a server in production.
 //! - `opentelemetry`: W3C trace context across the broker: a server's span
 //!   is the child of its caller's, and its reply carries the trace on.
+
+// docs.rs (`--cfg docsrs`, nightly) marks the items each feature adds.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// Built without `test-util`, there is no `MemoryBroker` to link to: the
+// links above go to the list of features instead.
+#![cfg_attr(
+    not(feature = "test-util"),
+    doc = "",
+    doc = "[`MemoryBroker`]: #features"
+)]
 
 mod client;
 pub mod codec;

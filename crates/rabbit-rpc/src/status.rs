@@ -172,8 +172,10 @@ impl fmt::Display for Code {
 /// let status = Status::invalid_argument("n is out of range")
 ///     .with_details(&Range { min: 0, max: 100 });
 /// assert_eq!(status.details_json(), Some(r#"{"min":0,"max":100}"#));
-/// let range: Range = status.details().unwrap().unwrap();
-/// assert_eq!(range, Range { min: 0, max: 100 });
+/// let range: Option<Range> = status.details()?;
+/// assert_eq!(range, Some(Range { min: 0, max: 100 }));
+/// assert_eq!(Status::internal("no details").details::<Range>()?, None);
+/// # Ok::<(), rabbit_rpc::codec::CodecError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
@@ -211,14 +213,20 @@ impl Status {
         self
     }
 
-    /// The details, decoded as a `T`: `None` when there are none.
+    /// The details, decoded as a `T`: `Ok(None)` when there are none.
+    ///
+    /// # Errors
+    /// [`CodecError`](crate::codec::CodecError) when there are details but
+    /// they are not a valid `T` (the server sent another type, say); the
+    /// text as sent is still in [`Status::details_json`].
     pub fn details<T: serde::de::DeserializeOwned>(
         &self,
-    ) -> Option<Result<T, crate::codec::CodecError>> {
+    ) -> Result<Option<T>, crate::codec::CodecError> {
         use crate::codec::Codec;
         self.details
             .as_deref()
             .map(|json| crate::codec::Json::decode(json.as_bytes()))
+            .transpose()
     }
 
     /// The details as the JSON text that crossed the wire.

@@ -818,7 +818,7 @@ async fn a_typed_service_answers_its_typed_client_with_metadata_and_error_detail
     let status = error.status().expect("an error reply");
     assert_eq!(status.code(), rabbit_rpc::Code::InvalidArgument);
     assert_eq!(status.message(), "the sum overflows");
-    let details: typed::Overflow = status.details().unwrap().unwrap();
+    let details: typed::Overflow = status.details().unwrap().expect("details");
     assert_eq!(details, typed::Overflow { limit: i64::MAX });
     let me = client
         .whoami_with(&CallOptions::new().metadata("user", "ada"))

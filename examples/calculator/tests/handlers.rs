@@ -48,7 +48,7 @@ async fn dividing_by_zero_says_which_operand() {
         .unwrap_err();
     let status = error.status().expect("an error reply");
     assert_eq!(status.code(), Code::InvalidArgument);
-    let bad: BadOperand = status.details().unwrap().unwrap();
+    let bad: BadOperand = status.details().unwrap().expect("details");
     assert_eq!(bad.operand, "b");
 }
 

@@ -248,6 +248,7 @@ impl Server {
         }
         // No request starts from here on, then no new deliveries.
         settings.health.set(ServerState::Draining);
+        shutting_down(&tasks, settings.drain_timeout);
         procedures[0].common.draining.cancel();
         dispatch::stop_consuming(&mut session, procedures).await;
         drain(procedures, &tasks, settings.drain_timeout).await;
@@ -274,6 +275,18 @@ fn reconnected(session: &Session, procedures: &[Arc<Running>]) {
         session.connection.peer(),
         queues.join(", ")
     );
+}
+
+/// Says that shutdown began and what it waits for: an idle server stops at
+/// once, so a quiet exit does not look like a hang.
+fn shutting_down(tasks: &TaskTracker, timeout: Duration) {
+    match tasks.len() {
+        0 => info!("shutting down: nothing in flight; stopping now"),
+        n => info!(
+            "shutting down: {n} requests in hand; finishing those started (up to {}), handing back the rest",
+            crate::fmt_duration(timeout)
+        ),
+    }
 }
 
 /// Hands requests not started back to the queue and waits (up to

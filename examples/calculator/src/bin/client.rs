@@ -69,8 +69,7 @@ async fn main() -> ExitCode {
             // An error reply may say which operand was wrong.
             let detail = error
                 .status()
-                .and_then(|status| status.details::<BadOperand>())
-                .and_then(Result::ok)
+                .and_then(|status| status.details::<BadOperand>().ok().flatten())
                 .map(|bad| format!(" ({} {})", bad.operand, bad.reason))
                 .unwrap_or_default();
             eprintln!("error: {error}{detail}");

@@ -2,6 +2,8 @@
 //!
 //! `cargo run -p calculator-example --bin server [-- --url URL]`
 
+use std::process::ExitCode;
+
 use calculator_example::{Arithmetic, CalculatorServer};
 use clap::Parser;
 use rabbit_rpc::{BrokerUrl, Server};
@@ -15,8 +17,19 @@ struct Args {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), rabbit_rpc::Error> {
-    let args = Args::parse();
+async fn main() -> ExitCode {
+    // Errors printed as people read them (`Display`): a `main` returning
+    // `Result<(), rabbit_rpc::Error>` would print their `Debug` form.
+    match serve(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> Result<(), rabbit_rpc::Error> {
     let server = Server::builder()
         .url(&args.url)
         .connection_name("calculator server")

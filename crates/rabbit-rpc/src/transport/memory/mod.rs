@@ -1,28 +1,5 @@
-//! An in-memory broker for tests: [`MemoryBroker`].
-//!
-//! It stands in for RabbitMQ in users' unit tests (and ours), with the same
-//! [`Client`](crate::Client) and [`Server`](crate::Server) API and no
-//! broker to run. It imitates only what rabbit-rpc's guarantees rely on:
-//!
-//! - routing by the default exchange, and requests published `mandatory`
-//!   to a queue that does not exist coming back (no route);
-//! - queue declarations, equivalence between them (a conflicting one is
-//!   refused, naming the setting), exclusive queues;
-//! - consumer counts, and per-consumer prefetch set when the consumer
-//!   starts (a later `basic.qos` does not change it, as on RabbitMQ);
-//! - acknowledgements, rejection with and without requeue, and the
-//!   redelivered flag on what comes back;
-//! - per-message expiration (`expiration`, dropped at the head of the
-//!   queue), on tokio's clock, so tests can use `tokio::time::pause`;
-//! - direct reply-to;
-//! - connection loss: [`MemoryBroker::close_connections`] does what
-//!   `rabbitmqctl close_connection` does.
-//!
-//! Every one of these is proved on the real broker by the same test in
-//! `tests/conformance.rs`. What it does not imitate: exchanges other than
-//! the default, dead-lettering, queue length limits, delivery limits,
-//! publisher confirms beyond "taken" or "returned", memory alarms, and
-//! anything about persistence (nothing here survives the process).
+//! An in-memory broker for tests: [`MemoryBroker`], whose docs say what it
+//! imitates (they are the public ones: this module is private).
 
 mod state;
 
@@ -42,12 +19,38 @@ use super::{
 use crate::Error;
 use state::State;
 
-/// An in-memory broker: a stand-in for RabbitMQ in tests.
+/// An in-memory broker: a stand-in for RabbitMQ in tests (feature
+/// `test-util`).
 ///
-/// Cheap to clone: clones are the same broker. Give it to
+/// It stands in for RabbitMQ in your tests, with the same
+/// [`Client`](crate::Client) and [`Server`](crate::Server) API and no
+/// broker to run. Cheap to clone: clones are the same broker. Give it to
 /// [`ClientBuilder::memory`](crate::ClientBuilder::memory) and
-/// [`ServerBuilder::memory`](crate::ServerBuilder::memory); see the module
-/// docs for what it imitates.
+/// [`ServerBuilder::memory`](crate::ServerBuilder::memory).
+///
+/// It imitates only what rabbit-rpc's guarantees rely on:
+///
+/// - routing by the default exchange, and requests published `mandatory`
+///   to a queue that does not exist coming back (no route);
+/// - queue declarations, equivalence between them (a conflicting one is
+///   refused, naming the setting), exclusive queues;
+/// - consumer counts, and per-consumer prefetch set when the consumer
+///   starts (a later `basic.qos` does not change it, as on RabbitMQ);
+/// - acknowledgements, rejection with and without requeue, and the
+///   redelivered flag on what comes back;
+/// - per-message expiration (`expiration`, dropped at the head of the
+///   queue), on tokio's clock, so tests can use `tokio::time::pause` (or
+///   `#[tokio::test(start_paused = true)]`, with tokio's `test-util`
+///   feature) and run timeouts of minutes in no time;
+/// - direct reply-to;
+/// - connection loss: [`MemoryBroker::close_connections`] does what
+///   `rabbitmqctl close_connection` does.
+///
+/// Every one of these is proved on the real broker by the same test in the
+/// crate's `tests/conformance.rs`. What it does not imitate: exchanges
+/// other than the default, dead-lettering, queue length limits, delivery
+/// limits, publisher confirms beyond "taken" or "returned", memory alarms,
+/// and anything about persistence (nothing here survives the process).
 ///
 /// ```
 /// use rabbit_rpc::{Client, MemoryBroker, Server, handler_fn, Request, Status};
