@@ -13,7 +13,9 @@
 # scratch directory that is removed afterwards, so the repository is left as
 # it was. A crash stops the run with the input saved under fuzz/artifacts/
 # and the command to replay it. Needs a nightly toolchain and cargo-fuzz
-# (installed from crates.io if missing).
+# (installed from crates.io if missing). FUZZ_TARGET_DIR names the build
+# directory (default fuzz/target): .ci/run keeps one across its clean
+# clones, as the fuzz build (release, sanitized) takes minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,13 +33,14 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
     cargo install -q cargo-fuzz --locked --version 0.13.2
 fi
 
+target_dir=${FUZZ_TARGET_DIR:-$PWD/fuzz/target}
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 for target in "${targets[@]}"; do
     echo "== fuzz $target for ${seconds}s" >&2
     mkdir -p "$scratch/$target"
     # -rss_limit_mb: a decoding that grows memory without bound is a finding.
-    if ! (cd fuzz && cargo +nightly fuzz run -O "$target" "$scratch/$target" "corpus/$target" -- \
+    if ! (cd fuzz && cargo +nightly fuzz run -O --target-dir "$target_dir" "$target" "$scratch/$target" "corpus/$target" -- \
         -max_total_time="$seconds" -rss_limit_mb=1024 -max_len=65536 -print_final_stats=1 \
         2>"$scratch/$target.log"); then
         tail -n 40 "$scratch/$target.log" >&2
