@@ -16,7 +16,7 @@
 # What a pass started (the cluster, the 4.3 nodes, the TLS bed of
 # scripts/tls.sh) is stopped again at the end unless it was running before.
 # To run the suite against any other broker: AMQP_URL=... RABBITMQCTL=...
-# cargo test --workspace (see README).
+# cargo test --workspace (see README.md and docs/TESTING.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,5 +1,5 @@
 //! Command-line arguments. The shape of `serve fib` and `call` is a public
-//! contract (see the README): add to it, do not change it.
+//! contract (see docs/CLI.md): add to it, do not change it.
 
 use std::{
     path::{Path, PathBuf},
@@ -44,7 +44,7 @@ pub struct Cli {
     pub url_file: Option<PathBuf>,
 
     /// Async worker threads: 1 runs everything on one thread (measured
-    /// fastest on 2 cores; see the README's performance notes), more spreads
+    /// fastest on 2 cores; see docs/PERFORMANCE.md), more spreads
     /// async work over cores. CPU-heavy handlers (fib above n = 5000) run on
     /// a separate blocking pool either way.
     #[arg(long, global = true, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
@@ -176,7 +176,7 @@ pub enum Command {
     /// Ask whatever serves a queue for a ping, answered by the rabbit-rpc
     /// server library without running the handler: which server instance
     /// answered, its version, whether it is serving or draining, and the
-    /// round trip. Exits 0 when serving (see the exit codes in the README).
+    /// round trip. Exits 0 when serving (see the exit codes in docs/CLI.md).
     Ping(ControlArgs),
     /// Ask the rabbit-rpc server on a queue what its procedure takes and
     /// returns: its doc, content types and JSON Schemas.

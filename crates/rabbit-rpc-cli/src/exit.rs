@@ -1,5 +1,6 @@
 //! The command's exit codes: one per kind of failure a script may want to
-//! tell apart. Documented in the README; keep the two in step.
+//! tell apart. Documented in docs/CLI.md (the exit code table, summarised in
+//! the README); keep them in step.
 
 use rabbit_rpc::{Error, Refusal};
 
@@ -11,7 +12,7 @@ pub const OK: u8 = 0;
 pub const FAILURE: u8 = 1;
 /// Bad command-line usage, including a malformed `--url`, a `--url-file`
 /// that cannot be read, TLS options that cannot work (a missing or bad
-/// certificate or key file: see the README's Security section) or a
+/// certificate or key file: see docs/SECURITY.md) or a
 /// request that cannot be sent as given (clap's own code).
 pub const USAGE: u8 = 2;
 /// The server answered with an error status (e.g. `invalid_argument`).

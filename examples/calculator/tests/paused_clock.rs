@@ -2,7 +2,8 @@
 //! `#[tokio::test(start_paused = true)]`): whenever every task waits, the
 //! runtime jumps to the next timer, so a 30 s timeout takes no real time.
 //! The in-memory broker keeps its time (message expiration) on the same
-//! clock. The README's "Testing your service" shows this test.
+//! clock. The README and docs/LIBRARY.md ("Testing your service") show
+//! this test.
 
 use std::time::Duration;
 
