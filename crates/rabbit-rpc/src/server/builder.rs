@@ -11,17 +11,19 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Health, Server, ServerStats, Settings, about,
+    about,
     caller_policy::CallerPolicy,
     handler::Handler,
-    health::HealthSender,
+    health::{Health, HealthSender},
     procedure::Procedure,
     queue::{QueueSettings, QueueType},
     refusals::RefusalLog,
     reply_to::ReplyToPolicy,
-    request::{Common, Running},
+    request::Running,
+    serve::{Server, Settings},
     session::Session,
-    stats::Counters,
+    shared::Shared,
+    stats::{Counters, ServerStats},
 };
 use crate::{
     Error, QueueArgument, Service,
@@ -86,6 +88,13 @@ impl Default for ServerBuilder {
             confirm_replies: false,
             health: HealthSender::default(),
         }
+    }
+}
+
+impl Server {
+    /// A builder with every setting at its default.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
     }
 }
 
@@ -369,9 +378,9 @@ impl ServerBuilder {
     }
 
     /// The health of the server this builder binds, for probes that must
-    /// answer before it is bound: [`ServerState::Connecting`](super::ServerState::Connecting)
+    /// answer before it is bound: [`ServerState::Connecting`](crate::ServerState::Connecting)
     /// until [`bind`](Self::bind) succeeds, then as
-    /// [`Server::health`](super::Server::health).
+    /// [`Server::health`](crate::Server::health).
     pub fn health(&self) -> Health {
         self.health.health()
     }
@@ -390,10 +399,11 @@ impl ServerBuilder {
     /// those given, [`Error::Refused`] when the broker refuses a queue (a
     /// permission, a denied feature), or another broker error.
     pub async fn bind(self) -> Result<Server, Error> {
-        let running = self.running()?;
+        let shared = self.shared();
+        let running = self.running(&shared)?;
         let link = self.link()?;
         let session = link
-            .open(|connection| Session::open(connection, &running, false))
+            .open(|connection| Session::open(connection, &running, &shared, false))
             .await?;
         let reconnections = Arc::new(AtomicU64::new(0));
         let counters: Vec<Arc<Counters>> =
@@ -407,6 +417,7 @@ impl ServerBuilder {
             settings: Arc::new(Settings {
                 link,
                 running,
+                shared,
                 drain_timeout: self.drain_timeout,
                 reconnect: self.reconnect,
                 reconnections,
@@ -416,9 +427,20 @@ impl ServerBuilder {
         })
     }
 
+    /// The server-wide state its procedures share.
+    pub(super) fn shared(&self) -> Arc<Shared> {
+        Arc::new(Shared {
+            reply_to: self.reply_to.clone(),
+            refusals: RefusalLog::default(),
+            denials: RefusalLog::default(),
+            draining: CancellationToken::new(),
+            confirm_replies: self.confirm_replies,
+        })
+    }
+
     /// Each procedure with its settings resolved, checked before any
     /// connection is made.
-    pub(super) fn running(&self) -> Result<Vec<Arc<Running>>, Error> {
+    pub(super) fn running(&self, shared: &Arc<Shared>) -> Result<Vec<Arc<Running>>, Error> {
         let invalid = |reason: String| Err(Error::InvalidRequest { reason });
         if self.procedures.is_empty() {
             return invalid(
@@ -427,13 +449,6 @@ impl ServerBuilder {
             );
         }
         let mut queues = HashSet::new();
-        let common = Arc::new(Common {
-            reply_to: self.reply_to.clone(),
-            refusals: RefusalLog::default(),
-            denials: RefusalLog::default(),
-            draining: CancellationToken::new(),
-            confirm_replies: self.confirm_replies,
-        });
         let instance = about::instance(&self.link.name);
         let mut running = Vec::with_capacity(self.procedures.len());
         for procedure in &self.procedures {
@@ -457,7 +472,7 @@ impl ServerBuilder {
                 handler_timeout: procedure.handler_timeout.or(self.handler_timeout),
                 counters: Arc::new(Counters::new(&procedure.queue)),
                 permits: Arc::new(Semaphore::new(concurrency.min(Semaphore::MAX_PERMITS))),
-                common: Arc::clone(&common),
+                shared: Arc::clone(shared),
                 callers: if procedure.callers.is_set() {
                     procedure.callers.clone()
                 } else {

@@ -7,7 +7,7 @@
 //! A control request goes through the same checks as any request until its
 //! `reply_to` is known to be answerable (present, not the request queue,
 //! allowed, its caller still there), then is answered from here: no
-//! deadline check, no handler, nothing counted in [`ServerStats`](super::ServerStats).
+//! deadline check, no handler, nothing counted in [`ServerStats`](crate::ServerStats).
 //! It waits for a handler slot like any request, so a ping's round trip
 //! shows how long a request waits for one.
 
@@ -100,7 +100,7 @@ impl Running {
     fn ping(&self) -> Vec<u8> {
         self.control.ping(
             &self.queue,
-            self.common.draining.is_cancelled(),
+            self.shared.draining.is_cancelled(),
             self.permits.available_permits(),
         )
     }

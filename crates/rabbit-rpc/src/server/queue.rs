@@ -28,7 +28,7 @@ pub enum QueueType {
     #[default]
     Quorum,
     /// A classic queue (`x-queue-type: classic`): durable unless
-    /// [`ServerBuilder::durable`](super::ServerBuilder::durable)`(false)`.
+    /// [`ServerBuilder::durable`](crate::ServerBuilder::durable)`(false)`.
     Classic,
 }
 

@@ -9,15 +9,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, warn};
 
 use super::{
-    Context, Failure,
     about::About,
     caller_policy::{self, CallerPolicy},
     callers::Callers,
+    context::Context,
     deadline::{self, Exceeded, Limit},
     handler::{ErasedHandler, Request, Response},
     queue::QueueSettings,
-    refusals::RefusalLog,
-    reply_to::{self, ReplyToPolicy},
+    reply_to,
+    shared::{Failure, Shared},
     stats::{Count, Counters},
 };
 use crate::{
@@ -30,21 +30,6 @@ use crate::{
 
 /// Error messages longer than this are cut: they are for people.
 const MAX_ERROR_MESSAGE: usize = 64 * 1024;
-
-/// What every procedure of a server shares.
-pub(super) struct Common {
-    /// Where replies may go.
-    pub(super) reply_to: ReplyToPolicy,
-    pub(super) refusals: RefusalLog,
-    /// Requests refused for their caller, in the log.
-    pub(super) denials: RefusalLog,
-    /// Cancelled when the server starts draining.
-    pub(super) draining: CancellationToken,
-    /// Whether every request is acknowledged only once the broker has
-    /// confirmed its reply, not only those answered to a reply queue (see
-    /// [`Replies`]).
-    pub(super) confirm_replies: bool,
-}
 
 /// The channels replies go out on: their own, not the requests' (each
 /// channel is one process in the broker, so this spreads the work, about +8%
@@ -102,7 +87,7 @@ pub(super) struct Running {
     pub(super) handler_timeout: Option<Duration>,
     pub(super) counters: Arc<Counters>,
     pub(super) permits: Arc<Semaphore>,
-    pub(super) common: Arc<Common>,
+    pub(super) shared: Arc<Shared>,
     /// Who may call it.
     pub(super) callers: CallerPolicy,
     /// What its control replies say (see [`super::control`]).
@@ -131,7 +116,7 @@ impl Running {
         received: Instant,
         origin: Origin,
     ) {
-        let draining = &self.common.draining;
+        let draining = &self.shared.draining;
         // A free slot needs no waiting (the common case): no futures to
         // set up for the token checks.
         let permit = match Arc::clone(&self.permits).try_acquire_owned() {
@@ -197,8 +182,8 @@ impl Running {
             reject(&acker, &origin.lost).await;
             return;
         }
-        if !self.common.reply_to.allows(reply_to) {
-            reply_to::log_refused(&self.common.refusals, &self.queue, reply_to);
+        if !self.shared.reply_to.allows(reply_to) {
+            reply_to::log_refused(&self.shared.refusals, &self.queue, reply_to);
             self.counters.add(Count::Refused);
             reject(&acker, &origin.lost).await;
             return;
@@ -336,7 +321,7 @@ impl Running {
         if self.callers.is_set() {
             let caller = properties.user_id();
             if let Err(status) = self.callers.check(&self.queue, caller) {
-                caller_policy::log_denied(&self.common.denials, &self.queue, caller, &status);
+                caller_policy::log_denied(&self.shared.denials, &self.queue, caller, &status);
                 self.counters.add(Count::Denied);
                 return Err(status);
             }

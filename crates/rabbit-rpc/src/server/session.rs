@@ -10,6 +10,7 @@ use super::{
     queue,
     queue::QueueOrigin,
     request::{Replies, Running},
+    shared::Shared,
 };
 use crate::{
     Error,
@@ -49,10 +50,10 @@ impl Session {
     pub(super) async fn open(
         connection: Connection,
         procedures: &[Arc<Running>],
+        shared: &Shared,
         degraded: bool,
     ) -> Result<Session, Error> {
-        let confirm_all = procedures.iter().any(|p| p.common.confirm_replies);
-        let replies = Replies::open(&connection, confirm_all).await?;
+        let replies = Replies::open(&connection, shared.confirm_replies).await?;
         let mut consuming = Vec::with_capacity(procedures.len());
         for procedure in procedures {
             let channel = connection.channel().await?;
