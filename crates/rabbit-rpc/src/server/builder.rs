@@ -19,7 +19,7 @@ use super::{
     queue::{QueueSettings, QueueType},
     refusals::RefusalLog,
     reply_to::ReplyToPolicy,
-    request::Running,
+    running::Running,
     serve::{Server, Settings},
     session::Session,
     shared::Shared,

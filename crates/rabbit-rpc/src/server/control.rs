@@ -15,7 +15,8 @@ use tracing::{debug, warn};
 
 use super::{
     about::VERSION,
-    request::{Origin, Running, ack, reject, unless_lost},
+    reply::{Origin, ack, publish, reject},
+    running::Running,
 };
 use crate::{
     Code, Status,
@@ -61,25 +62,7 @@ impl Running {
         message
             .headers
             .push((CONTROL_HEADER, HeaderValue::Text(control)));
-        let channel = origin.replies.to(reply_to);
-        let confirm = match unless_lost(
-            &origin.lost,
-            channel.publish(reply_to, false, &message, &body),
-        )
-        .await
-        {
-            Ok(confirm) => confirm,
-            Err(error) => {
-                origin.failure.raise(format!(
-                    "could not publish a reply on queue '{}': {error}",
-                    self.queue
-                ));
-                return;
-            }
-        };
-        let confirmed = unless_lost(&origin.lost, async { Ok(confirm.outcome().await) })
-            .await
-            .unwrap_or(None);
+        let confirmed = publish(&self.queue, origin, reply_to, &message, &body).await;
         match confirmed {
             Some(Confirmed::Taken | Confirmed::Returned) => {
                 debug!(queue = %self.queue, control, "answered a control request");
@@ -89,10 +72,7 @@ impl Running {
                 warn!(queue = %self.queue, %reply_to, "the broker refused the reply to a control request; dropping it");
                 reject(acker, &origin.lost).await;
             }
-            None => origin.failure.raise(format!(
-                "lost the connection before the broker confirmed a reply on queue '{}'",
-                self.queue
-            )),
+            None => {}
         }
     }
 

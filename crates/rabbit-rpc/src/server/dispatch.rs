@@ -17,7 +17,8 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{error, info};
 
 use super::{
-    request::{Origin, Running},
+    reply::Origin,
+    running::Running,
     session::{Consuming, Session},
     shared::Failure,
 };

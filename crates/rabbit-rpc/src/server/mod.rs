@@ -8,7 +8,9 @@
 //!   refusal logs, a session's failure);
 //! - [`session`]: one connection's worth of serving;
 //! - [`dispatch`]: deliveries to procedures;
-//! - [`request`]: one request's life;
+//! - [`request`]: one request's life, orchestrated: [`admission`] (taken
+//!   or refused), the handler, [`reply`] (published, then settled);
+//! - [`running`]: a procedure as the server runs it;
 //! - [`handler`], [`context`], [`procedure`]: what users write;
 //! - [`queue`], [`reply_to`], [`stats`]: which queue, where replies may go,
 //!   what was done;
@@ -20,6 +22,7 @@
 //! - [`health`]: whether it takes requests now, for probes.
 
 mod about;
+mod admission;
 mod builder;
 mod caller_policy;
 mod callers;
@@ -34,8 +37,10 @@ mod health;
 mod procedure;
 mod queue;
 mod refusals;
+mod reply;
 mod reply_to;
 mod request;
+mod running;
 mod serve;
 mod session;
 mod shared;

@@ -17,7 +17,7 @@ use super::{
     dispatch::{self, Ended},
     health::{self, Health, ServerState},
     queue::QueueOrigin,
-    request::Running,
+    running::Running,
     session::Session,
     shared::Shared,
     stats::ServerStats,

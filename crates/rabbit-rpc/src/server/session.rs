@@ -6,11 +6,7 @@
 use std::sync::Arc;
 
 use super::{
-    callers::Callers,
-    queue,
-    queue::QueueOrigin,
-    request::{Replies, Running},
-    shared::Shared,
+    callers::Callers, queue, queue::QueueOrigin, reply::Replies, running::Running, shared::Shared,
 };
 use crate::{
     Error,

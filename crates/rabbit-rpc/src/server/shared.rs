@@ -20,7 +20,7 @@ pub(super) struct Shared {
     pub(super) draining: CancellationToken,
     /// Whether every request is acknowledged only once the broker has
     /// confirmed its reply, not only those answered to a reply queue (see
-    /// [`Replies`](super::request::Replies)).
+    /// [`Replies`](super::reply::Replies)).
     pub(super) confirm_replies: bool,
 }
 
