@@ -49,6 +49,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A builder's settings cannot work as given: a server with no
+    /// procedure, two procedures on one queue, queue settings that make no
+    /// queue (a transient quorum queue, a delivery limit on a classic one),
+    /// a description whose schema is not valid JSON. Found before
+    /// connecting; nothing was sent to the broker.
+    #[error("invalid configuration: {reason}")]
+    Config {
+        /// What is wrong, and what to change.
+        reason: String,
+    },
+
     /// The request cannot be sent as it is (a queue name or content type
     /// over AMQP's 255 bytes, a body over the client's limit).
     #[error("invalid request: {reason}")]
@@ -311,9 +322,10 @@ impl Error {
     pub fn code(&self) -> Code {
         match self {
             Error::Remote(status) => status.code(),
-            Error::InvalidUrl { .. } | Error::InvalidRequest { .. } | Error::Tls { .. } => {
-                Code::InvalidArgument
-            }
+            Error::InvalidUrl { .. }
+            | Error::InvalidRequest { .. }
+            | Error::Config { .. }
+            | Error::Tls { .. } => Code::InvalidArgument,
             Error::Timeout { .. } => Code::DeadlineExceeded,
             Error::NoRoute { .. } => Code::NotFound,
             Error::Declare { .. } | Error::QueueMismatch { .. } => Code::InvalidArgument,

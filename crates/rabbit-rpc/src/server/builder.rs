@@ -391,10 +391,11 @@ impl ServerBuilder {
     /// [`Server::serve`]).
     ///
     /// # Errors
-    /// [`Error::InvalidRequest`] for no procedure, two on one queue, a queue
-    /// name over 255 bytes, queue settings that make no queue (a
-    /// transient quorum queue, a delivery limit on a classic one), or a
-    /// description whose schema is not valid JSON, all before connecting; [`Error::InvalidUrl`], [`Error::Connect`],
+    /// [`Error::Config`] for no procedure, two on one queue, queue settings
+    /// that make no queue (a transient quorum queue, a delivery limit on a
+    /// classic one), or a description whose schema is not valid JSON,
+    /// [`Error::InvalidRequest`] for a queue name over 255 bytes, all before
+    /// connecting; [`Error::InvalidUrl`], [`Error::Connect`],
     /// [`Error::QueueMismatch`] when a queue exists with other settings than
     /// those given, [`Error::Refused`] when the broker refuses a queue (a
     /// permission, a denied feature), or another broker error.
@@ -441,7 +442,7 @@ impl ServerBuilder {
     /// Each procedure with its settings resolved, checked before any
     /// connection is made.
     pub(super) fn running(&self, shared: &Arc<Shared>) -> Result<Vec<Arc<Running>>, Error> {
-        let invalid = |reason: String| Err(Error::InvalidRequest { reason });
+        let invalid = |reason: String| Err(Error::Config { reason });
         if self.procedures.is_empty() {
             return invalid(
                 "the server has no procedure to serve; add one with ServerBuilder::procedure"

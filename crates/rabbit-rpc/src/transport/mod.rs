@@ -37,6 +37,10 @@ use futures_util::Stream;
 
 use crate::Error;
 
+/// Direct reply-to pseudo-queue: replies go straight to the requesting
+/// channel, with no queue to declare or clean up.
+pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
 /// How long closing a channel or a connection, or cancelling a consumer,
 /// may take before the caller stops waiting (a broker that has stopped
 /// reading a connection, under a memory alarm, must not hold a shutdown).

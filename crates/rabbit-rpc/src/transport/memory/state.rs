@@ -20,7 +20,7 @@ use crate::{
 
 // The direct reply-to pseudo-queue, and the prefix of the addresses the
 // broker rewrites it to.
-use crate::protocol::DIRECT_REPLY_TO;
+use crate::transport::DIRECT_REPLY_TO;
 
 pub(super) type Deliveries = mpsc::UnboundedSender<Result<Delivery, Error>>;
 
