@@ -63,7 +63,10 @@ pub fn code_for(error: &Error) -> u8 {
         Error::NoRoute { .. } | Error::NoServer { .. } => NO_SERVER,
         Error::Connect { .. } => CANNOT_CONNECT,
         Error::ConnectionLost { .. } => CONNECTION_LOST,
-        Error::InvalidUrl { .. } | Error::InvalidRequest { .. } | Error::Tls { .. } => USAGE,
+        Error::InvalidUrl { .. }
+        | Error::InvalidRequest { .. }
+        | Error::Config { .. }
+        | Error::Tls { .. } => USAGE,
         Error::QueueMismatch { .. } => QUEUE_MISMATCH,
         Error::NotRabbitRpc { .. } => NOT_RABBIT_RPC,
         // The server answered, but not with an error status (3), and the

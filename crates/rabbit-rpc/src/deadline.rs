@@ -4,7 +4,7 @@
 //! The wire carries a relative timeout, never a moment, so that clocks need
 //! not agree (as gRPC's `grpc-timeout` and tarpc's context do): a client
 //! sends its remaining time as the request's `expiration` (see
-//! [`Deadline::expiration_ms`]); a server reads it back, or the
+//! [`protocol::expiration_ms`]); a server reads it back, or the
 //! `rpc-timeout-ms` header, and counts it from when it received the request
 //! ([`Deadline::of_request`]). Where each side enforces it:
 //!
@@ -57,18 +57,6 @@ impl Deadline {
     pub(crate) fn has_passed(self) -> bool {
         Instant::now() >= self.0
     }
-
-    /// The `expiration` a request with `remaining` time left carries, in
-    /// milliseconds: at least 1 (an expiration of 0 means "deliver now or
-    /// never"), and none at all past [`protocol::MAX_SENT_TIMEOUT`], which
-    /// RabbitMQ would refuse.
-    pub(crate) fn expiration_ms(remaining: Duration) -> Option<u64> {
-        (remaining <= protocol::MAX_SENT_TIMEOUT).then(|| {
-            u64::try_from(remaining.as_millis())
-                .unwrap_or(u64::MAX)
-                .max(1)
-        })
-    }
 }
 
 #[cfg(test)]
@@ -79,16 +67,16 @@ mod tests {
 
     #[test]
     fn the_expiration_is_at_least_one_millisecond_and_absent_past_the_brokers_limit() {
-        assert_eq!(Deadline::expiration_ms(Duration::from_micros(10)), Some(1));
+        assert_eq!(protocol::expiration_ms(Duration::from_micros(10)), Some(1));
         assert_eq!(
-            Deadline::expiration_ms(Duration::from_millis(1500)),
+            protocol::expiration_ms(Duration::from_millis(1500)),
             Some(1500)
         );
         assert_eq!(
-            Deadline::expiration_ms(protocol::MAX_SENT_TIMEOUT),
+            protocol::expiration_ms(protocol::MAX_SENT_TIMEOUT),
             Some(u64::from(u32::MAX))
         );
-        assert_eq!(Deadline::expiration_ms(Duration::MAX), None);
+        assert_eq!(protocol::expiration_ms(Duration::MAX), None);
     }
 
     #[test]

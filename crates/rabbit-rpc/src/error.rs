@@ -74,6 +74,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A builder's settings cannot work as given: a server with no
+    /// procedure, two procedures on one queue, queue settings that make no
+    /// queue (a transient quorum queue, a delivery limit on a classic one),
+    /// a description whose schema is not valid JSON. Found before
+    /// connecting; nothing was sent to the broker.
+    #[error("invalid configuration: {reason}")]
+    Config {
+        /// What is wrong, and what to change.
+        reason: String,
+    },
+
     /// The request cannot be sent as it is (a queue name or content type
     /// over AMQP's 255 bytes, a body over the client's limit).
     #[error("invalid request: {reason}")]
@@ -278,7 +289,7 @@ impl std::fmt::Display for Refusal {
 
 /// What to do about a refusal met while using a connection, where nothing
 /// more is known of what was asked.
-fn hint(refusal: Refusal, message: &str) -> &'static str {
+pub(crate) fn hint(refusal: Refusal, message: &str) -> &'static str {
     match refusal {
         Refusal::Precondition if message.contains("user_id") => {
             "; the client sends the user it logged in as as user_id, and the broker knows it by \
@@ -304,6 +315,20 @@ pub struct BrokerError {
     unparsable: bool,
 }
 
+impl BrokerError {
+    /// A broker error caused by `source`; `unparsable` when the broker sent
+    /// a frame the client library could not parse.
+    pub(crate) fn new(
+        source: impl std::error::Error + Send + Sync + 'static,
+        unparsable: bool,
+    ) -> BrokerError {
+        BrokerError {
+            source: Box::new(source),
+            unparsable,
+        }
+    }
+}
+
 impl std::fmt::Display for BrokerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.source.fmt(f)
@@ -322,9 +347,10 @@ impl Error {
     pub fn code(&self) -> Code {
         match self {
             Error::Remote(status) => status.code(),
-            Error::InvalidUrl { .. } | Error::InvalidRequest { .. } | Error::Tls { .. } => {
-                Code::InvalidArgument
-            }
+            Error::InvalidUrl { .. }
+            | Error::InvalidRequest { .. }
+            | Error::Config { .. }
+            | Error::Tls { .. } => Code::InvalidArgument,
             Error::Timeout { .. } => Code::DeadlineExceeded,
             Error::NoRoute { .. } => Code::NotFound,
             Error::Declare { .. } | Error::QueueMismatch { .. } => Code::InvalidArgument,
@@ -384,48 +410,6 @@ impl Error {
         matches!(self, Error::ConnectionLost { .. })
     }
 
-    /// Classifies a lapin error raised while using an open connection: a
-    /// refusal by the broker is named for what it is, a closed connection
-    /// is a lost one, anything else a broker error.
-    pub(crate) fn from_lapin(error: lapin::Error) -> Error {
-        use lapin::{ErrorKind, protocol::AMQPErrorKind};
-        match error.kind() {
-            ErrorKind::IOError(_)
-            | ErrorKind::InvalidChannelState(..)
-            | ErrorKind::InvalidConnectionState(_)
-            | ErrorKind::MissingHeartbeatError => Error::ConnectionLost {
-                reason: error.to_string(),
-            },
-            ErrorKind::ProtocolError(amqp) => {
-                let message = amqp.get_message().as_str();
-                let refusal = match amqp.get_id() {
-                    403 => Some(Refusal::Access),
-                    405 => Some(Refusal::Locked),
-                    406 => Some(Refusal::Precondition),
-                    530 => Some(Refusal::NotAllowed),
-                    _ => crate::transport::amqp::DeniedFeature::parse(message)
-                        .map(|_| Refusal::DeniedFeature),
-                };
-                match refusal {
-                    Some(refusal) => Error::Refused {
-                        refusal,
-                        reason: format!("the broker says: {message}{}", hint(refusal, message)),
-                    },
-                    // Any other connection-level error (the broker closed
-                    // the connection, e.g. CONNECTION_FORCED): the
-                    // connection is gone.
-                    None if matches!(amqp.kind(), AMQPErrorKind::Hard(_)) => {
-                        Error::ConnectionLost {
-                            reason: error.to_string(),
-                        }
-                    }
-                    None => Error::broker(error),
-                }
-            }
-            _ => Error::broker(error),
-        }
-    }
-
     /// This error as each of the calls it ends sees it: a refusal stays
     /// one (the calls fail for that reason), anything else is the lost
     /// connection it caused.
@@ -444,13 +428,6 @@ impl Error {
         }
     }
 
-    fn broker(error: lapin::Error) -> Error {
-        Error::Broker(BrokerError {
-            unparsable: matches!(error.kind(), lapin::ErrorKind::ParsingError(_)),
-            source: Box::new(error),
-        })
-    }
-
     /// Whether the broker sent something the client library cannot parse
     /// (a message whose properties are not valid UTF-8, say).
     pub(crate) fn is_unparsable(&self) -> bool {
@@ -461,35 +438,6 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_connection_closed_by_the_broker_is_a_lost_connection() {
-        use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPHardError, AMQPSoftError};
-        let forced = lapin::Error::from(lapin::ErrorKind::ProtocolError(AMQPError::new(
-            AMQPErrorKind::Hard(AMQPHardError::CONNECTIONFORCED),
-            "CONNECTION_FORCED - fault injection".into(),
-        )));
-        assert!(Error::from_lapin(forced).is_connection_lost());
-        let refused = lapin::Error::from(lapin::ErrorKind::ProtocolError(AMQPError::new(
-            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED),
-            "ACCESS_REFUSED - access to queue 'q' in vhost '/' refused for user 'u'".into(),
-        )));
-        let refused = Error::from_lapin(refused);
-        assert_eq!(refused.refusal(), Some(Refusal::Access));
-        assert_eq!(refused.code(), Code::PermissionDenied);
-        assert!(
-            refused.to_string().contains("refused for user 'u'"),
-            "{refused}"
-        );
-        let denied = lapin::Error::from(lapin::ErrorKind::ProtocolError(AMQPError::new(
-            AMQPErrorKind::Hard(AMQPHardError::INTERNALERROR),
-            "INTERNAL_ERROR - Feature `transient_nonexcl_queues` is deprecated.\nBy default".into(),
-        )));
-        assert_eq!(
-            Error::from_lapin(denied).refusal(),
-            Some(Refusal::DeniedFeature)
-        );
-    }
 
     #[test]
     fn messages_say_what_happened() {

@@ -71,9 +71,19 @@ pub const RESERVED_PREFIX: &str = "rpc-";
 /// and its request never expires.
 pub const MAX_SENT_TIMEOUT: Duration = Duration::from_millis(u32::MAX as u64);
 
-/// Direct reply-to pseudo-queue: replies go straight to the requesting
-/// channel, with no queue to declare or clean up.
-pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+/// The `expiration` a request with `remaining` time left carries, in
+/// milliseconds: at least 1 (an expiration of 0 means "deliver now or
+/// never"), and none at all past [`MAX_SENT_TIMEOUT`], which
+/// RabbitMQ would refuse.
+pub(crate) fn expiration_ms(remaining: Duration) -> Option<u64> {
+    (remaining <= MAX_SENT_TIMEOUT).then(|| {
+        u64::try_from(remaining.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    })
+}
+
+pub use crate::transport::DIRECT_REPLY_TO;
 
 /// The name prefix of every reply queue a rabbit-rpc client declares. Servers
 /// answer these by default (see `ServerBuilder::allow_reply_to_prefix`).
@@ -153,7 +163,7 @@ pub(crate) fn request<'a>(
         user_id: None,
         reply_to: Some(reply_to),
         content_type,
-        expiration_ms: crate::deadline::Deadline::expiration_ms(timeout),
+        expiration_ms: expiration_ms(timeout),
         headers,
     }
 }

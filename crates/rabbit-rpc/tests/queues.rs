@@ -311,7 +311,7 @@ async fn settings_that_make_no_queue_are_refused_before_connecting() {
             .bind()
             .await
             .unwrap_err();
-        assert!(matches!(error, Error::InvalidRequest { .. }), "{error:?}");
+        assert!(matches!(error, Error::Config { .. }), "{error:?}");
     }
 }
 

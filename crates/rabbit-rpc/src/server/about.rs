@@ -30,7 +30,7 @@ impl About {
     /// For the procedure on `queue`, of the server `instance`.
     ///
     /// # Errors
-    /// [`Error::InvalidRequest`] when the description does not encode (a
+    /// [`Error::Config`] when the description does not encode (a
     /// schema that is not valid JSON).
     pub(super) fn new(
         queue: &str,
@@ -38,14 +38,13 @@ impl About {
         concurrency: usize,
         description: Description,
     ) -> Result<About, Error> {
-        let description = Json::encode(&description.for_procedure(queue)).map_err(|error| {
-            Error::InvalidRequest {
+        let description =
+            Json::encode(&description.for_procedure(queue)).map_err(|error| Error::Config {
                 reason: format!(
                     "the description of procedure '{queue}' does not encode: {error}; give \
                      Payload::with_schema_json valid JSON"
                 ),
-            }
-        })?;
+            })?;
         Ok(About {
             instance,
             slots: concurrency.min(Semaphore::MAX_PERMITS),

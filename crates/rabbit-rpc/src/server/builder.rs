@@ -11,17 +11,19 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Health, Server, ServerStats, Settings, about,
+    about,
     caller_policy::CallerPolicy,
     handler::Handler,
-    health::HealthSender,
+    health::{Health, HealthSender},
     procedure::Procedure,
     queue::{QueueSettings, QueueType},
     refusals::RefusalLog,
     reply_to::ReplyToPolicy,
-    request::{Common, Running},
+    running::Running,
+    serve::{Server, Settings},
     session::Session,
-    stats::Counters,
+    shared::Shared,
+    stats::{Counters, ServerStats},
 };
 use crate::{
     Error, QueueArgument, Service,
@@ -86,6 +88,13 @@ impl Default for ServerBuilder {
             confirm_replies: false,
             health: HealthSender::default(),
         }
+    }
+}
+
+impl Server {
+    /// A builder with every setting at its default.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
     }
 }
 
@@ -369,9 +378,9 @@ impl ServerBuilder {
     }
 
     /// The health of the server this builder binds, for probes that must
-    /// answer before it is bound: [`ServerState::Connecting`](super::ServerState::Connecting)
+    /// answer before it is bound: [`ServerState::Connecting`](crate::ServerState::Connecting)
     /// until [`bind`](Self::bind) succeeds, then as
-    /// [`Server::health`](super::Server::health).
+    /// [`Server::health`](crate::Server::health).
     pub fn health(&self) -> Health {
         self.health.health()
     }
@@ -382,18 +391,20 @@ impl ServerBuilder {
     /// [`Server::serve`]).
     ///
     /// # Errors
-    /// [`Error::InvalidRequest`] for no procedure, two on one queue, a queue
-    /// name over 255 bytes, queue settings that make no queue (a
-    /// transient quorum queue, a delivery limit on a classic one), or a
-    /// description whose schema is not valid JSON, all before connecting; [`Error::InvalidUrl`], [`Error::Connect`],
+    /// [`Error::Config`] for no procedure, two on one queue, queue settings
+    /// that make no queue (a transient quorum queue, a delivery limit on a
+    /// classic one), or a description whose schema is not valid JSON,
+    /// [`Error::InvalidRequest`] for a queue name over 255 bytes, all before
+    /// connecting; [`Error::InvalidUrl`], [`Error::Connect`],
     /// [`Error::QueueMismatch`] when a queue exists with other settings than
     /// those given, [`Error::Refused`] when the broker refuses a queue (a
     /// permission, a denied feature), or another broker error.
     pub async fn bind(self) -> Result<Server, Error> {
-        let running = self.running()?;
+        let shared = self.shared();
+        let running = self.running(&shared)?;
         let link = self.link()?;
         let session = link
-            .open(|connection| Session::open(connection, &running, false))
+            .open(|connection| Session::open(connection, &running, &shared, false))
             .await?;
         let reconnections = Arc::new(AtomicU64::new(0));
         let counters: Vec<Arc<Counters>> =
@@ -407,6 +418,7 @@ impl ServerBuilder {
             settings: Arc::new(Settings {
                 link,
                 running,
+                shared,
                 drain_timeout: self.drain_timeout,
                 reconnect: self.reconnect,
                 reconnections,
@@ -416,10 +428,21 @@ impl ServerBuilder {
         })
     }
 
+    /// The server-wide state its procedures share.
+    pub(super) fn shared(&self) -> Arc<Shared> {
+        Arc::new(Shared {
+            reply_to: self.reply_to.clone(),
+            refusals: RefusalLog::default(),
+            denials: RefusalLog::default(),
+            draining: CancellationToken::new(),
+            confirm_replies: self.confirm_replies,
+        })
+    }
+
     /// Each procedure with its settings resolved, checked before any
     /// connection is made.
-    pub(super) fn running(&self) -> Result<Vec<Arc<Running>>, Error> {
-        let invalid = |reason: String| Err(Error::InvalidRequest { reason });
+    pub(super) fn running(&self, shared: &Arc<Shared>) -> Result<Vec<Arc<Running>>, Error> {
+        let invalid = |reason: String| Err(Error::Config { reason });
         if self.procedures.is_empty() {
             return invalid(
                 "the server has no procedure to serve; add one with ServerBuilder::procedure"
@@ -427,13 +450,6 @@ impl ServerBuilder {
             );
         }
         let mut queues = HashSet::new();
-        let common = Arc::new(Common {
-            reply_to: self.reply_to.clone(),
-            refusals: RefusalLog::default(),
-            denials: RefusalLog::default(),
-            draining: CancellationToken::new(),
-            confirm_replies: self.confirm_replies,
-        });
         let instance = about::instance(&self.link.name);
         let mut running = Vec::with_capacity(self.procedures.len());
         for procedure in &self.procedures {
@@ -457,7 +473,7 @@ impl ServerBuilder {
                 handler_timeout: procedure.handler_timeout.or(self.handler_timeout),
                 counters: Arc::new(Counters::new(&procedure.queue)),
                 permits: Arc::new(Semaphore::new(concurrency.min(Semaphore::MAX_PERMITS))),
-                common: Arc::clone(&common),
+                shared: Arc::clone(shared),
                 callers: if procedure.callers.is_set() {
                     procedure.callers.clone()
                 } else {

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::Metadata;
+use crate::{Metadata, protocol, transport::Properties};
 
 /// What a handler knows about a call besides its arguments: where it came
 /// in, when the caller stops waiting, whether it was delivered before, and
@@ -25,6 +25,26 @@ pub struct Context {
 }
 
 impl Context {
+    /// The handler's view of a request: its [`Context`], read off the
+    /// request's properties.
+    pub(super) fn of_request(
+        queue: &Arc<str>,
+        properties: &Properties,
+        redelivered: bool,
+        deadline: Option<Instant>,
+    ) -> Context {
+        Context {
+            queue: Arc::clone(queue),
+            correlation_id: protocol::request_id(properties).map(str::to_owned),
+            caller: properties.user_id().map(str::to_owned),
+            content_type: properties.content_type().map(str::to_owned),
+            redelivered,
+            deadline,
+            metadata: protocol::metadata(properties),
+            cancel: None,
+        }
+    }
+
     /// An empty context, for calling a handler directly (in a unit test,
     /// say) without a broker: no deadline, no metadata.
     pub fn new() -> Context {

@@ -7,7 +7,7 @@
 //! A control request goes through the same checks as any request until its
 //! `reply_to` is known to be answerable (present, not the request queue,
 //! allowed, its caller still there), then is answered from here: no
-//! deadline check, no handler, nothing counted in [`ServerStats`](super::ServerStats).
+//! deadline check, no handler, nothing counted in [`ServerStats`](crate::ServerStats).
 //! It waits for a handler slot like any request, so a ping's round trip
 //! shows how long a request waits for one.
 
@@ -15,7 +15,8 @@ use tracing::{debug, warn};
 
 use super::{
     about::VERSION,
-    request::{Origin, Running, ack, reject, unless_lost},
+    reply::{Origin, ack, publish, reject},
+    running::Running,
 };
 use crate::{
     Code, Status,
@@ -61,25 +62,7 @@ impl Running {
         message
             .headers
             .push((CONTROL_HEADER, HeaderValue::Text(control)));
-        let channel = origin.replies.to(reply_to);
-        let confirm = match unless_lost(
-            &origin.lost,
-            channel.publish(reply_to, false, &message, &body),
-        )
-        .await
-        {
-            Ok(confirm) => confirm,
-            Err(error) => {
-                origin.failure.raise(format!(
-                    "could not publish a reply on queue '{}': {error}",
-                    self.queue
-                ));
-                return;
-            }
-        };
-        let confirmed = unless_lost(&origin.lost, async { Ok(confirm.outcome().await) })
-            .await
-            .unwrap_or(None);
+        let confirmed = publish(&self.queue, origin, reply_to, &message, &body).await;
         match confirmed {
             Some(Confirmed::Taken | Confirmed::Returned) => {
                 debug!(queue = %self.queue, control, "answered a control request");
@@ -89,10 +72,7 @@ impl Running {
                 warn!(queue = %self.queue, %reply_to, "the broker refused the reply to a control request; dropping it");
                 reject(acker, &origin.lost).await;
             }
-            None => origin.failure.raise(format!(
-                "lost the connection before the broker confirmed a reply on queue '{}'",
-                self.queue
-            )),
+            None => {}
         }
     }
 
@@ -100,7 +80,7 @@ impl Running {
     fn ping(&self) -> Vec<u8> {
         self.control.ping(
             &self.queue,
-            self.common.draining.is_cancelled(),
+            self.shared.draining.is_cancelled(),
             self.permits.available_permits(),
         )
     }

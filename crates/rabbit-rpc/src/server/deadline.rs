@@ -31,7 +31,7 @@ pub(super) enum Exceeded {
 }
 
 /// When a handler that starts now is cancelled, and why; and the signal
-/// its [`Context`](super::Context) shows it.
+/// its [`Context`](crate::Context) shows it.
 #[derive(Debug)]
 pub(super) struct Limit {
     at: Instant,

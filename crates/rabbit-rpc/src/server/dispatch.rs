@@ -17,9 +17,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{error, info};
 
 use super::{
-    Failure,
-    request::{Origin, Running},
+    reply::Origin,
+    running::Running,
     session::{Consuming, Session},
+    shared::Failure,
 };
 use crate::{
     Error,
@@ -254,9 +255,12 @@ mod tests {
                     }
                 }),
             );
-        let procedures = builder.running().unwrap();
+        let shared = builder.shared();
+        let procedures = builder.running(&shared).unwrap();
         let connection = builder.link().unwrap().connect().await.unwrap();
-        let mut session = Session::open(connection, &procedures, true).await.unwrap();
+        let mut session = Session::open(connection, &procedures, &shared, true)
+            .await
+            .unwrap();
         for n in 0..6 {
             broker.publish(
                 "restore",

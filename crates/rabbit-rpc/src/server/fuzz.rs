@@ -8,11 +8,12 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::{
+    admission,
     caller_policy::CallerPolicy,
     context::Context,
     handler::{Handler, Request, typed_fn},
+    reply::Answer,
     reply_to::ReplyToPolicy,
-    request::{self, Answer},
 };
 use crate::{
     Status, protocol, trace,
@@ -43,8 +44,8 @@ pub(crate) fn fuzz_request(properties: &Properties, body: Vec<u8>) {
     let mut callers = CallerPolicy::default();
     callers.allow(["alice".to_owned()]);
     let _ = callers.check(&queue, properties.user_id());
-    let admitted = request::check_id(properties);
-    let context = request::context(&queue, properties, false, deadline);
+    let admitted = admission::check_id(properties);
+    let context = Context::of_request(&queue, properties, false, deadline);
     let handler = typed_fn(|_context: Context, args: Args| async move { Ok::<_, Status>(args) });
     let result = admitted.and_then(|()| {
         handler

@@ -8,7 +8,7 @@ use std::{future::Future, marker::PhantomData, pin::Pin, sync::Arc};
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::Context;
+use super::context::Context;
 #[cfg(feature = "schema")]
 use crate::Payload;
 use crate::{

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ServerState {
-    /// Not connected yet: [`ServerBuilder::bind`](super::ServerBuilder::bind)
+    /// Not connected yet: [`ServerBuilder::bind`](crate::ServerBuilder::bind)
     /// is connecting and declaring its queues.
     Connecting,
     /// Connected, and consuming every procedure's queue.
@@ -43,9 +43,9 @@ impl fmt::Display for ServerState {
 }
 
 /// A handle on a server's state, for probes: cheap to clone, readable from
-/// any task. From [`ServerBuilder::health`](super::ServerBuilder::health)
+/// any task. From [`ServerBuilder::health`](crate::ServerBuilder::health)
 /// (which says [`ServerState::Connecting`] until the server is bound) or
-/// [`Server::health`](super::Server::health).
+/// [`Server::health`](crate::Server::health).
 #[derive(Debug, Clone)]
 pub struct Health {
     now: watch::Receiver<Now>,

@@ -3,9 +3,14 @@
 //! broker goes away; drain on shutdown.
 //!
 //! - [`builder`]: the procedures and settings;
+//! - [`serve`]: the [`Server`], its serve loop, reconnecting and draining;
+//! - [`shared`]: what the whole server shares (draining, reply policy,
+//!   refusal logs, a session's failure);
 //! - [`session`]: one connection's worth of serving;
 //! - [`dispatch`]: deliveries to procedures;
-//! - [`request`]: one request's life;
+//! - [`request`]: one request's life, orchestrated: [`admission`] (taken
+//!   or refused), the handler, [`reply`] (published, then settled);
+//! - [`running`]: a procedure as the server runs it;
 //! - [`handler`], [`context`], [`procedure`]: what users write;
 //! - [`queue`], [`reply_to`], [`stats`]: which queue, where replies may go,
 //!   what was done;
@@ -17,6 +22,7 @@
 //! - [`health`]: whether it takes requests now, for probes.
 
 mod about;
+mod admission;
 mod builder;
 mod caller_policy;
 mod callers;
@@ -31,20 +37,14 @@ mod health;
 mod procedure;
 mod queue;
 mod refusals;
+mod reply;
 mod reply_to;
 mod request;
+mod running;
+mod serve;
 mod session;
+mod shared;
 mod stats;
-
-use std::{
-    future::Future,
-    sync::{Arc, atomic::AtomicU64},
-    time::Duration,
-};
-
-use tokio::time::Instant;
-use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
 
 pub use builder::ServerBuilder;
 pub use context::Context;
@@ -54,275 +54,5 @@ pub use handler::{
 pub use health::{Health, ServerState};
 pub use procedure::Procedure;
 pub use queue::{QueueOrigin, QueueType};
+pub use serve::Server;
 pub use stats::ServerStats;
-
-use crate::{
-    Error,
-    transport::link::{Backoff, Link},
-};
-use dispatch::Ended;
-use request::Running;
-use session::Session;
-
-/// A builder's settings, fixed at [`ServerBuilder::bind`], for reconnecting.
-struct Settings {
-    link: Link,
-    running: Vec<Arc<Running>>,
-    drain_timeout: Duration,
-    reconnect: bool,
-    reconnections: Arc<AtomicU64>,
-    health: health::HealthSender,
-}
-
-/// A server bound to its queues; [`Server::serve`] runs it.
-///
-/// ```no_run
-/// use rabbit_rpc::{handler_fn, Request, Server, Status};
-///
-/// # async fn example() -> Result<(), rabbit_rpc::Error> {
-/// let server = Server::builder()
-///     .procedure("echo", handler_fn(|request: Request| async move {
-///         Ok::<_, Status>(request.into_body())
-///     }))
-///     .bind()
-///     .await?;
-/// server.serve().await
-/// # }
-/// ```
-pub struct Server {
-    settings: Arc<Settings>,
-    session: Session,
-    stats: ServerStats,
-}
-
-impl std::fmt::Debug for Server {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server")
-            .field("queues", &self.queues())
-            .field("broker", &self.broker())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Server {
-    /// A builder with every setting at its default.
-    pub fn builder() -> ServerBuilder {
-        ServerBuilder::default()
-    }
-
-    /// The queues this server consumes, one per procedure, in the order
-    /// they were added.
-    pub fn queues(&self) -> Vec<&str> {
-        self.settings
-            .running
-            .iter()
-            .map(|running| &*running.queue)
-            .collect()
-    }
-
-    /// The broker this server is connected to (password hidden).
-    pub fn broker(&self) -> String {
-        self.session.connection.peer()
-    }
-
-    /// Whether the server joined `queue` as it existed, found it matching
-    /// the settings given, or created it; `None` for a queue it does not
-    /// serve.
-    pub fn queue_origin(&self, queue: &str) -> Option<QueueOrigin> {
-        let index = self
-            .settings
-            .running
-            .iter()
-            .position(|running| &*running.queue == queue)?;
-        Some(self.session.consuming[index].origin)
-    }
-
-    /// Whether the server takes requests now, for readiness and liveness
-    /// probes: [`ServerState::Serving`] once bound, `Reconnecting` while its
-    /// connection is lost, `Draining` once shutdown starts, `Stopped` when
-    /// serving has ended.
-    pub fn health(&self) -> Health {
-        self.settings.health.health()
-    }
-
-    /// The server's counters, all procedures together, to read while it
-    /// serves.
-    pub fn stats(&self) -> ServerStats {
-        self.stats.clone()
-    }
-
-    /// The counters of the procedure on `queue` (and the server's
-    /// reconnections); `None` for a queue it does not serve.
-    pub fn procedure_stats(&self, queue: &str) -> Option<ServerStats> {
-        let running = self
-            .settings
-            .running
-            .iter()
-            .find(|running| &*running.queue == queue)?;
-        Some(ServerStats::of(
-            &[Arc::clone(&running.counters)],
-            &self.settings.reconnections,
-        ))
-    }
-
-    /// Serves until the process ends, reconnecting whenever the broker goes
-    /// away.
-    ///
-    /// # Errors
-    /// [`Error::ConnectionLost`] when the connection is lost and
-    /// [`ServerBuilder::reconnect`] is off.
-    pub async fn serve(self) -> Result<(), Error> {
-        self.serve_with_shutdown(std::future::pending()).await
-    }
-
-    /// Serves until `shutdown` completes, then drains: stops taking requests
-    /// (cancels the consumers), hands those received but not started back
-    /// to their queues, finishes and answers those being handled (for up to
-    /// [`ServerBuilder::drain_timeout`]), and closes the connection.
-    ///
-    /// When the broker goes away (a dropped connection, a broker restart) the
-    /// server reconnects with backoff, trying every URL in turn, joins or
-    /// re-declares its queues and resumes consuming.
-    ///
-    /// # Errors
-    /// [`Error::ConnectionLost`] when the connection is lost and
-    /// [`ServerBuilder::reconnect`] is off.
-    pub async fn serve_with_shutdown<F>(self, shutdown: F) -> Result<(), Error>
-    where
-        F: Future<Output = ()>,
-    {
-        let Server {
-            settings,
-            mut session,
-            stats,
-        } = self;
-        let procedures = &settings.running;
-        let tasks = TaskTracker::new();
-        let mut shutdown = std::pin::pin!(shutdown);
-        let mut backoff = Backoff::default();
-        loop {
-            let connected = Instant::now();
-            let ended =
-                dispatch::serve_session(procedures, &tasks, &mut session, shutdown.as_mut()).await;
-            let Ended::Lost { reason, unparsable } = ended else {
-                break;
-            };
-            // Not ready from now: closing a dead connection may take a while.
-            settings.health.set(ServerState::Reconnecting {
-                reason: reason.clone(),
-            });
-            // Whatever broke, start afresh: the old connection's
-            // unacknowledged requests go back to the queue.
-            session.close("reconnecting").await;
-            if !settings.reconnect {
-                settings.health.set(ServerState::Stopped);
-                return Err(Error::ConnectionLost { reason });
-            }
-            warn!(%reason, "the server lost the broker; reconnecting");
-            backoff.connection_lasted(connected.elapsed());
-            // After an unparsable request, take one request at a time until
-            // the connection holds: only that request comes back each time,
-            // not the others around it (on a quorum queue each return
-            // counts towards their delivery limit too).
-            let reopened = settings
-                .link
-                .reopen(
-                    &mut backoff,
-                    "the server",
-                    |connection| Session::open(connection, procedures, unparsable),
-                    |_| {},
-                    shutdown.as_mut(),
-                )
-                .await;
-            let Some(fresh) = reopened else {
-                settings.health.set(ServerState::Draining);
-                drain(procedures, &tasks, settings.drain_timeout).await;
-                settings.health.set(ServerState::Stopped);
-                return Ok(());
-            };
-            session = fresh;
-            session.callers = Some(Arc::new(callers::Callers::new(&settings.link)));
-            stats.reconnected();
-            settings.health.set(ServerState::Serving);
-            reconnected(&session, procedures);
-        }
-        // No request starts from here on, then no new deliveries.
-        settings.health.set(ServerState::Draining);
-        shutting_down(&tasks, settings.drain_timeout);
-        procedures[0].common.draining.cancel();
-        dispatch::stop_consuming(&mut session, procedures).await;
-        drain(procedures, &tasks, settings.drain_timeout).await;
-        session.close("server shutting down").await;
-        settings.health.set(ServerState::Stopped);
-        Ok(())
-    }
-}
-
-/// Logs a reconnection, and each queue that had to be declared again.
-fn reconnected(session: &Session, procedures: &[Arc<Running>]) {
-    for (consuming, procedure) in session.consuming.iter().zip(procedures) {
-        if consuming.origin == QueueOrigin::Created {
-            info!(
-                "queue '{}' no longer existed; declared it again as {}",
-                procedure.queue,
-                procedure.declare.describe()
-            );
-        }
-    }
-    let queues: Vec<&str> = procedures.iter().map(|p| &*p.queue).collect();
-    info!(
-        "reconnected to {}; serving {} again",
-        session.connection.peer(),
-        queues.join(", ")
-    );
-}
-
-/// Says that shutdown began and what it waits for: an idle server stops at
-/// once, so a quiet exit does not look like a hang.
-fn shutting_down(tasks: &TaskTracker, timeout: Duration) {
-    match tasks.len() {
-        0 => info!("shutting down: nothing in flight; stopping now"),
-        n => info!(
-            "shutting down: {n} requests in hand; finishing those started (up to {}), handing back the rest",
-            crate::fmt_duration(timeout)
-        ),
-    }
-}
-
-/// Hands requests not started back to the queue and waits (up to
-/// `timeout`) for the running ones.
-async fn drain(procedures: &[Arc<Running>], tasks: &TaskTracker, timeout: Duration) {
-    procedures[0].common.draining.cancel();
-    tasks.close();
-    if tokio::time::timeout(timeout, tasks.wait()).await.is_err() {
-        warn!(
-            "{} requests still running after {}; closing anyway (the broker hands them to another server)",
-            tasks.len(),
-            crate::fmt_duration(timeout)
-        );
-    }
-}
-
-/// A request task's report that its session cannot go on (its reply channel
-/// is gone): the serve loop reconnects, and the broker hands the old
-/// session's unacknowledged requests out again.
-#[derive(Default)]
-struct Failure {
-    reason: std::sync::Mutex<Option<String>>,
-    raised: tokio::sync::Notify,
-}
-
-impl Failure {
-    fn raise(&self, reason: String) {
-        let mut slot = self.reason.lock().unwrap_or_else(|e| e.into_inner());
-        slot.get_or_insert(reason);
-        // A stored permit: the loop sees it even if not waiting right now.
-        self.raised.notify_one();
-    }
-
-    async fn wait(&self) -> String {
-        self.raised.notified().await;
-        let slot = self.reason.lock().unwrap_or_else(|e| e.into_inner());
-        slot.clone().unwrap_or_default()
-    }
-}

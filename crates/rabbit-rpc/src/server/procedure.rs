@@ -4,16 +4,15 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use super::{
-    QueueType,
     caller_policy::CallerPolicy,
     handler::{Erased, ErasedHandler, Handler},
-    queue::QueueSettings,
+    queue::{QueueSettings, QueueType},
 };
 use crate::{Description, QueueArgument};
 
 /// One procedure a server answers: a request queue and its handler, with
 /// settings of its own where they differ from the server's
-/// ([`ServerBuilder`](super::ServerBuilder)'s are the defaults).
+/// ([`ServerBuilder`](crate::ServerBuilder)'s are the defaults).
 ///
 /// ```
 /// use rabbit_rpc::{blocking_fn, Procedure, Request, Server, Status};
@@ -77,7 +76,7 @@ impl Procedure {
 
     /// How many unacknowledged requests the broker sends ahead for this
     /// procedure. Default: the server's
-    /// ([`ServerBuilder::prefetch`](super::ServerBuilder::prefetch)).
+    /// ([`ServerBuilder::prefetch`](crate::ServerBuilder::prefetch)).
     pub fn prefetch(mut self, prefetch: u16) -> Procedure {
         self.prefetch = Some(prefetch.max(1));
         self
@@ -85,21 +84,21 @@ impl Procedure {
 
     /// How many of this procedure's requests are handled at once. Default:
     /// the server's
-    /// ([`ServerBuilder::concurrency`](super::ServerBuilder::concurrency)).
+    /// ([`ServerBuilder::concurrency`](crate::ServerBuilder::concurrency)).
     pub fn concurrency(mut self, concurrency: usize) -> Procedure {
         self.concurrency = Some(concurrency.max(1));
         self
     }
 
     /// The largest request body this procedure works on. Default: the
-    /// server's ([`ServerBuilder::max_request_size`](super::ServerBuilder::max_request_size)).
+    /// server's ([`ServerBuilder::max_request_size`](crate::ServerBuilder::max_request_size)).
     pub fn max_request_size(mut self, bytes: usize) -> Procedure {
         self.max_request_size = Some(bytes);
         self
     }
 
     /// The largest reply body this procedure sends. Default: the server's
-    /// ([`ServerBuilder::max_reply_size`](super::ServerBuilder::max_reply_size)).
+    /// ([`ServerBuilder::max_reply_size`](crate::ServerBuilder::max_reply_size)).
     pub fn max_reply_size(mut self, bytes: usize) -> Procedure {
         self.max_reply_size = Some(bytes);
         self
@@ -108,7 +107,7 @@ impl Procedure {
     /// The longest this procedure's handler may run before it is
     /// cancelled and its caller answered `deadline_exceeded`, unless the
     /// caller's deadline comes first. Default: the server's
-    /// ([`ServerBuilder::handler_timeout`](super::ServerBuilder::handler_timeout)).
+    /// ([`ServerBuilder::handler_timeout`](crate::ServerBuilder::handler_timeout)).
     pub fn handler_timeout(mut self, timeout: Duration) -> Procedure {
         self.handler_timeout = Some(timeout);
         self
@@ -145,7 +144,7 @@ impl Procedure {
     }
 
     /// Answers only requests from these users, over the server's policy
-    /// (see [`ServerBuilder::allow_callers`](super::ServerBuilder::allow_callers)).
+    /// (see [`ServerBuilder::allow_callers`](crate::ServerBuilder::allow_callers)).
     /// Repeat to allow more.
     pub fn allow_callers<I, S>(mut self, users: I) -> Procedure
     where
@@ -157,28 +156,28 @@ impl Procedure {
     }
 
     /// The type of this procedure's queue, over the server's (see
-    /// [`ServerBuilder::queue_type`](super::ServerBuilder::queue_type)).
+    /// [`ServerBuilder::queue_type`](crate::ServerBuilder::queue_type)).
     pub fn queue_type(mut self, queue_type: QueueType) -> Procedure {
         self.declare.queue_type = Some(queue_type);
         self
     }
 
     /// Whether this procedure's queue is durable, over the server's (see
-    /// [`ServerBuilder::durable`](super::ServerBuilder::durable)).
+    /// [`ServerBuilder::durable`](crate::ServerBuilder::durable)).
     pub fn durable(mut self, durable: bool) -> Procedure {
         self.declare.durable = Some(durable);
         self
     }
 
     /// This procedure's queue's delivery limit, over the server's (see
-    /// [`ServerBuilder::delivery_limit`](super::ServerBuilder::delivery_limit)).
+    /// [`ServerBuilder::delivery_limit`](crate::ServerBuilder::delivery_limit)).
     pub fn delivery_limit(mut self, limit: u32) -> Procedure {
         self.declare.delivery_limit = Some(limit);
         self
     }
 
     /// An `x-…` argument for this procedure's queue, over the server's
-    /// (see [`ServerBuilder::queue_argument`](super::ServerBuilder::queue_argument)).
+    /// (see [`ServerBuilder::queue_argument`](crate::ServerBuilder::queue_argument)).
     pub fn queue_argument(
         mut self,
         name: impl Into<String>,

@@ -28,7 +28,7 @@ pub enum QueueType {
     #[default]
     Quorum,
     /// A classic queue (`x-queue-type: classic`): durable unless
-    /// [`ServerBuilder::durable`](super::ServerBuilder::durable)`(false)`.
+    /// [`ServerBuilder::durable`](crate::ServerBuilder::durable)`(false)`.
     Classic,
 }
 
@@ -108,11 +108,11 @@ impl QueueSettings {
     /// Checks that the settings make one queue.
     ///
     /// # Errors
-    /// [`Error::InvalidRequest`] for a transient quorum queue or a delivery
+    /// [`Error::Config`] for a transient quorum queue or a delivery
     /// limit on a classic queue.
     pub(super) fn check(&self) -> Result<(), Error> {
         let invalid = |reason: &str| {
-            Err(Error::InvalidRequest {
+            Err(Error::Config {
                 reason: reason.to_owned(),
             })
         };

@@ -6,10 +6,7 @@
 use std::sync::Arc;
 
 use super::{
-    callers::Callers,
-    queue,
-    queue::QueueOrigin,
-    request::{Replies, Running},
+    callers::Callers, queue, queue::QueueOrigin, reply::Replies, running::Running, shared::Shared,
 };
 use crate::{
     Error,
@@ -49,10 +46,10 @@ impl Session {
     pub(super) async fn open(
         connection: Connection,
         procedures: &[Arc<Running>],
+        shared: &Shared,
         degraded: bool,
     ) -> Result<Session, Error> {
-        let confirm_all = procedures.iter().any(|p| p.common.confirm_replies);
-        let replies = Replies::open(&connection, confirm_all).await?;
+        let replies = Replies::open(&connection, shared.confirm_replies).await?;
         let mut consuming = Vec::with_capacity(procedures.len());
         for procedure in procedures {
             let channel = connection.channel().await?;

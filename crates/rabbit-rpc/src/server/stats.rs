@@ -9,8 +9,8 @@ use std::sync::{
 use crate::metrics::{Outcome, ProcedureMetrics};
 
 /// A running server's counters, readable at any time from another task:
-/// for the whole server ([`Server::stats`](super::Server::stats)) or one
-/// procedure ([`Server::procedure_stats`](super::Server::procedure_stats)).
+/// for the whole server ([`Server::stats`](crate::Server::stats)) or one
+/// procedure ([`Server::procedure_stats`](crate::Server::procedure_stats)).
 /// Cheap to clone: clones share the counters.
 #[derive(Debug, Clone)]
 pub struct ServerStats {
@@ -142,14 +142,14 @@ impl ServerStats {
 
     /// Requests refused because their `reply_to` is not an address the
     /// server may answer (see
-    /// [`ServerBuilder::allow_reply_to_prefix`](super::ServerBuilder::allow_reply_to_prefix)):
+    /// [`ServerBuilder::allow_reply_to_prefix`](crate::ServerBuilder::allow_reply_to_prefix)):
     /// not run, not answered, rejected without requeue.
     pub fn refused(&self) -> u64 {
         self.sum(|c| &c.refused)
     }
 
     /// Requests refused for their caller (see
-    /// [`ServerBuilder::allow_callers`](super::ServerBuilder::allow_callers)):
+    /// [`ServerBuilder::allow_callers`](crate::ServerBuilder::allow_callers)):
     /// answered with `permission_denied` or `unauthenticated`, the handler
     /// not run. Also counted as answered with an error.
     pub fn denied(&self) -> u64 {

@@ -22,11 +22,10 @@
 //! again after a loss, and closing within a bound.
 
 pub(crate) mod amqp;
+pub(crate) use amqp::{tls, url};
 pub(crate) mod link;
 #[cfg(feature = "test-util")]
 pub mod memory;
-pub(crate) mod tls;
-pub(crate) mod url;
 
 use std::{
     borrow::Cow,
@@ -37,6 +36,10 @@ use std::{
 use futures_util::Stream;
 
 use crate::Error;
+
+/// Direct reply-to pseudo-queue: replies go straight to the requesting
+/// channel, with no queue to declare or clean up.
+pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 /// How long closing a channel or a connection, or cancelling a consumer,
 /// may take before the caller stops waiting (a broker that has stopped
@@ -143,7 +146,7 @@ pub(crate) enum ReplyAddress {
 /// consumed.
 #[derive(Debug, Clone)]
 pub(crate) enum Channel {
-    Amqp(lapin::Channel),
+    Amqp(amqp::AmqpChannel),
     #[cfg(feature = "test-util")]
     Memory(memory::Channel),
 }
@@ -169,11 +172,7 @@ impl Channel {
     /// Deletes `queue` with its messages.
     pub(crate) async fn delete(&self, queue: &str) -> Result<(), Error> {
         match self {
-            Channel::Amqp(channel) => channel
-                .queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
-                .await
-                .map(drop)
-                .map_err(Error::from_lapin),
+            Channel::Amqp(channel) => amqp::delete(channel, queue).await,
             #[cfg(feature = "test-util")]
             Channel::Memory(channel) => {
                 channel.delete(queue);
@@ -187,10 +186,7 @@ impl Channel {
     /// theirs, as RabbitMQ does.
     pub(crate) async fn prefetch(&self, count: u16) -> Result<(), Error> {
         match self {
-            Channel::Amqp(channel) => channel
-                .basic_qos(count, lapin::options::BasicQosOptions::default())
-                .await
-                .map_err(Error::from_lapin),
+            Channel::Amqp(channel) => amqp::prefetch(channel, count).await,
             #[cfg(feature = "test-util")]
             Channel::Memory(channel) => channel.prefetch(count),
         }
@@ -212,10 +208,7 @@ impl Channel {
     /// still be acknowledged.
     pub(crate) async fn cancel(&self, tag: &str) -> Result<(), Error> {
         match self {
-            Channel::Amqp(channel) => channel
-                .basic_cancel(tag.into(), lapin::options::BasicCancelOptions::default())
-                .await
-                .map_err(Error::from_lapin),
+            Channel::Amqp(channel) => amqp::cancel(channel, tag).await,
             #[cfg(feature = "test-util")]
             Channel::Memory(channel) => {
                 channel.cancel(tag);
@@ -227,10 +220,7 @@ impl Channel {
     /// Turns publisher confirms on.
     pub(crate) async fn confirm(&self) -> Result<(), Error> {
         match self {
-            Channel::Amqp(channel) => channel
-                .confirm_select(lapin::options::ConfirmSelectOptions::default())
-                .await
-                .map_err(Error::from_lapin),
+            Channel::Amqp(channel) => amqp::confirm(channel).await,
             #[cfg(feature = "test-util")]
             Channel::Memory(channel) => {
                 channel.confirm();
@@ -390,11 +380,11 @@ impl Header<'_> {
 
 /// What a message carries besides its body, as received.
 #[derive(Debug)]
-// Boxing lapin's properties would cost an allocation per message on the
+// Boxing the AMQP properties would cost an allocation per message on the
 // product's path to shrink a test-only variant.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Properties {
-    Amqp(lapin::BasicProperties),
+    Amqp(amqp::AmqpProperties),
     #[cfg(feature = "test-util")]
     Memory(std::sync::Arc<memory::Stored>),
 }
@@ -505,7 +495,7 @@ pub(crate) struct Delivery {
 /// Settles one delivery.
 #[derive(Debug)]
 pub(crate) enum Acker {
-    Amqp(lapin::Acker),
+    Amqp(amqp::AmqpAcker),
     #[cfg(feature = "test-util")]
     Memory(memory::Acker),
 }
@@ -514,11 +504,7 @@ impl Acker {
     /// Acknowledges: the broker forgets the message.
     pub(crate) async fn ack(&self) -> Result<(), Error> {
         match self {
-            Acker::Amqp(acker) => acker
-                .ack(lapin::options::BasicAckOptions::default())
-                .await
-                .map(drop)
-                .map_err(Error::from_lapin),
+            Acker::Amqp(acker) => amqp::ack(acker).await,
             #[cfg(feature = "test-util")]
             Acker::Memory(acker) => acker.settle(memory::Settle::Ack),
         }
@@ -528,14 +514,7 @@ impl Acker {
     /// dead-lettered if the queue says where, else dropped.
     pub(crate) async fn nack(&self, requeue: bool) -> Result<(), Error> {
         match self {
-            Acker::Amqp(acker) => acker
-                .nack(lapin::options::BasicNackOptions {
-                    requeue,
-                    ..lapin::options::BasicNackOptions::default()
-                })
-                .await
-                .map(drop)
-                .map_err(Error::from_lapin),
+            Acker::Amqp(acker) => amqp::nack(acker, requeue).await,
             #[cfg(feature = "test-util")]
             Acker::Memory(acker) => acker.settle(memory::Settle::Nack { requeue }),
         }
@@ -548,7 +527,7 @@ impl Acker {
 /// deleted).
 #[derive(Debug)]
 pub(crate) enum Consumer {
-    Amqp(lapin::Consumer),
+    Amqp(amqp::AmqpConsumer),
     #[cfg(feature = "test-util")]
     Memory(memory::Consumer),
 }
@@ -579,7 +558,7 @@ impl Stream for Consumer {
 /// What became of a published message, with publisher confirms on.
 #[derive(Debug)]
 pub(crate) enum Confirm {
-    Amqp(lapin::PublisherConfirm),
+    Amqp(amqp::AmqpConfirm),
     /// The message's fate, known at once.
     #[cfg(feature = "test-util")]
     Done(Confirmed),

@@ -18,9 +18,9 @@ use crate::{
     },
 };
 
-/// The direct reply-to pseudo-queue, and the prefix of the addresses the
-/// broker rewrites it to.
-const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+// The direct reply-to pseudo-queue, and the prefix of the addresses the
+// broker rewrites it to.
+use crate::transport::DIRECT_REPLY_TO;
 
 pub(super) type Deliveries = mpsc::UnboundedSender<Result<Delivery, Error>>;
 

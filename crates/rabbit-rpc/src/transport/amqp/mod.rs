@@ -1,5 +1,10 @@
 //! The transport over RabbitMQ: lapin, and nothing of lapin beyond this
-//! file (and [`url`](super::url), which parses URLs with it).
+//! folder (with [`url`], which parses URLs with it, and [`tls`], which
+//! builds its TLS connector): its calls, its types as the transport's enums
+//! hold them, and what its errors mean.
+
+pub(crate) mod tls;
+pub(crate) mod url;
 
 use std::{
     borrow::Cow,
@@ -17,9 +22,17 @@ use lapin::{
 use super::{
     Acker, CLOSE_TIMEOUT, Confirm, Confirmed, Declaration, Delivery, Header, HeaderValue, Outgoing,
     Properties, QueueArgument, QueueState, ReplyAddress, Returned,
-    url::{BrokerUrl, Endpoints},
 };
-use crate::{Error, Refusal};
+use crate::{BrokerError, Error, Refusal, error::hint};
+use url::{BrokerUrl, Endpoints};
+
+/// lapin's own types, as the transport's enums
+/// ([`Channel`](super::Channel), [`Properties`], [`Acker`],
+/// [`Consumer`](super::Consumer), [`Confirm`]) hold them.
+pub(crate) use lapin::{
+    Acker as AmqpAcker, BasicProperties as AmqpProperties, Channel as AmqpChannel,
+    Consumer as AmqpConsumer, PublisherConfirm as AmqpConfirm,
+};
 
 /// A lapin connection and the broker it goes to.
 #[derive(Debug)]
@@ -66,10 +79,7 @@ impl Connection {
     }
 
     pub(crate) async fn channel(&self) -> Result<lapin::Channel, Error> {
-        self.connection
-            .create_channel()
-            .await
-            .map_err(Error::from_lapin)
+        self.connection.create_channel().await.map_err(classify)
     }
 
     pub(crate) async fn probe(&self, queue: &str) -> Result<QueueState, Error> {
@@ -88,7 +98,7 @@ impl Connection {
             Ok(_) => Ok(ReplyAddress::Live),
             Err(error) if amqp_code(&error) == Some(404) => Ok(ReplyAddress::Gone),
             Err(error) if amqp_code(&error) == Some(541) => Ok(ReplyAddress::Crashed),
-            Err(error) => Err(Error::from_lapin(error)),
+            Err(error) => Err(classify(error)),
         }
     }
 
@@ -116,7 +126,7 @@ impl Connection {
     pub(crate) async fn close(&self, reason: &str) -> Result<(), Error> {
         let closing = self.connection.close(200, reason.into());
         match tokio::time::timeout(CLOSE_TIMEOUT, closing).await {
-            Ok(closed) => closed.map_err(Error::from_lapin),
+            Ok(closed) => closed.map_err(classify),
             // The socket closes when the connection is dropped anyway.
             Err(_) => Ok(()),
         }
@@ -129,7 +139,7 @@ impl Connection {
 /// from the TLS files as they are now.
 async fn connect_tls(
     url: &BrokerUrl,
-    tls: &super::tls::Tls,
+    tls: &tls::Tls,
     properties: lapin::ConnectionProperties,
 ) -> Result<lapin::Connection, Error> {
     use lapin::{
@@ -172,8 +182,8 @@ async fn connect_tls(
         Err(error) => {
             // Closed in or just after the handshake without a word: ask why.
             if let lapin::ErrorKind::IOError(io) = error.kind()
-                && super::tls::tls_cause(io).is_none()
-                && super::tls::closed(io)
+                && tls::tls_cause(io).is_none()
+                && tls::closed(io)
             {
                 let authority = &url.uri().authority;
                 if let Some(cause) = tls.ask_why(&authority.host, authority.port, asking).await
@@ -306,7 +316,7 @@ pub(crate) async fn consume(
                     broker_words(&error)
                 ),
             },
-            _ => Error::from_lapin(error),
+            _ => classify(error),
         })
 }
 
@@ -330,7 +340,7 @@ pub(crate) async fn publish(
             properties,
         )
         .await
-        .map_err(Error::from_lapin)?;
+        .map_err(classify)?;
     Ok(Confirm::Amqp(confirm))
 }
 
@@ -378,10 +388,7 @@ pub(crate) fn properties(message: &Outgoing<'_>) -> Result<BasicProperties, Erro
 pub(crate) async fn returned(channel: &lapin::Channel) -> Result<Vec<Returned>, Error> {
     // Without publisher confirms lapin keeps returned messages until this
     // is called, which then answers at once.
-    let returned = channel
-        .wait_for_confirms()
-        .await
-        .map_err(Error::from_lapin)?;
+    let returned = channel.wait_for_confirms().await.map_err(classify)?;
     Ok(returned
         .into_iter()
         .map(|message| Returned {
@@ -418,7 +425,7 @@ pub(crate) fn poll_delivery(
                     redelivered: delivery.redelivered,
                     acker: Acker::Amqp(delivery.acker),
                 })
-                .map_err(Error::from_lapin)
+                .map_err(classify)
         })
     })
 }
@@ -466,7 +473,7 @@ fn amqp_code(error: &lapin::Error) -> Option<u16> {
 /// said of the queue, with what to change.
 fn declare_error(queue: &str, error: &lapin::Error) -> Error {
     let lapin::ErrorKind::ProtocolError(amqp) = error.kind() else {
-        return Error::from_lapin(error.clone());
+        return classify(error.clone());
     };
     let message = amqp.get_message().as_str();
     let refused = |refusal, reason| Error::Refused { refusal, reason };
@@ -502,7 +509,7 @@ fn declare_error(queue: &str, error: &lapin::Error) -> Error {
         ),
         _ => match DeniedFeature::parse(message) {
             Some(denied) => refused(Refusal::DeniedFeature, denied.of_queue(queue)),
-            None => Error::from_lapin(error.clone()),
+            None => classify(error.clone()),
         },
     }
 }
@@ -594,9 +601,109 @@ fn value(text: &str) -> String {
     }
 }
 
+/// Classifies a lapin error raised while using an open connection: a
+/// refusal by the broker is named for what it is, a closed connection
+/// is a lost one, anything else a broker error.
+pub(crate) fn classify(error: lapin::Error) -> Error {
+    use lapin::{ErrorKind, protocol::AMQPErrorKind};
+    match error.kind() {
+        ErrorKind::IOError(_)
+        | ErrorKind::InvalidChannelState(..)
+        | ErrorKind::InvalidConnectionState(_)
+        | ErrorKind::MissingHeartbeatError => Error::ConnectionLost {
+            reason: error.to_string(),
+        },
+        ErrorKind::ProtocolError(amqp) => {
+            let message = amqp.get_message().as_str();
+            let refusal = match amqp.get_id() {
+                403 => Some(Refusal::Access),
+                405 => Some(Refusal::Locked),
+                406 => Some(Refusal::Precondition),
+                530 => Some(Refusal::NotAllowed),
+                _ => DeniedFeature::parse(message).map(|_| Refusal::DeniedFeature),
+            };
+            match refusal {
+                Some(refusal) => Error::Refused {
+                    refusal,
+                    reason: format!("the broker says: {message}{}", hint(refusal, message)),
+                },
+                // Any other connection-level error (the broker closed
+                // the connection, e.g. CONNECTION_FORCED): the
+                // connection is gone.
+                None if matches!(amqp.kind(), AMQPErrorKind::Hard(_)) => Error::ConnectionLost {
+                    reason: error.to_string(),
+                },
+                None => broker(error),
+            }
+        }
+        _ => broker(error),
+    }
+}
+
+/// An error the broker or lapin raised, its cause kept.
+fn broker(error: lapin::Error) -> Error {
+    let unparsable = matches!(error.kind(), lapin::ErrorKind::ParsingError(_));
+    Error::Broker(BrokerError::new(error, unparsable))
+}
+
+/// Deletes `queue` with its messages.
+pub(crate) async fn delete(channel: &lapin::Channel, queue: &str) -> Result<(), Error> {
+    channel
+        .queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
+        .await
+        .map(drop)
+        .map_err(classify)
+}
+
+/// Sets the prefetch of the consumers started on `channel` from now on.
+pub(crate) async fn prefetch(channel: &lapin::Channel, count: u16) -> Result<(), Error> {
+    channel
+        .basic_qos(count, lapin::options::BasicQosOptions::default())
+        .await
+        .map_err(classify)
+}
+
+/// Stops the consumer `tag`.
+pub(crate) async fn cancel(channel: &lapin::Channel, tag: &str) -> Result<(), Error> {
+    channel
+        .basic_cancel(tag.into(), lapin::options::BasicCancelOptions::default())
+        .await
+        .map_err(classify)
+}
+
+/// Turns publisher confirms on.
+pub(crate) async fn confirm(channel: &lapin::Channel) -> Result<(), Error> {
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .map_err(classify)
+}
+
+/// Acknowledges a delivery.
+pub(crate) async fn ack(acker: &lapin::Acker) -> Result<(), Error> {
+    acker
+        .ack(lapin::options::BasicAckOptions::default())
+        .await
+        .map(drop)
+        .map_err(classify)
+}
+
+/// Rejects a delivery, back to its queue when `requeue`.
+pub(crate) async fn nack(acker: &lapin::Acker, requeue: bool) -> Result<(), Error> {
+    acker
+        .nack(lapin::options::BasicNackOptions {
+            requeue,
+            ..lapin::options::BasicNackOptions::default()
+        })
+        .await
+        .map(drop)
+        .map_err(classify)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Code;
 
     fn parsed(message: &str) -> (String, String, String) {
         let found = Inequivalent::parse(message).expect("parses");
@@ -681,5 +788,31 @@ mod tests {
             header(&AMQPValue::Boolean(true)),
             Header::Other("a boolean")
         );
+    }
+
+    #[test]
+    fn a_connection_closed_by_the_broker_is_a_lost_connection() {
+        use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPHardError, AMQPSoftError};
+        let forced = lapin::Error::from(lapin::ErrorKind::ProtocolError(AMQPError::new(
+            AMQPErrorKind::Hard(AMQPHardError::CONNECTIONFORCED),
+            "CONNECTION_FORCED - fault injection".into(),
+        )));
+        assert!(classify(forced).is_connection_lost());
+        let refused = lapin::Error::from(lapin::ErrorKind::ProtocolError(AMQPError::new(
+            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED),
+            "ACCESS_REFUSED - access to queue 'q' in vhost '/' refused for user 'u'".into(),
+        )));
+        let refused = classify(refused);
+        assert_eq!(refused.refusal(), Some(Refusal::Access));
+        assert_eq!(refused.code(), Code::PermissionDenied);
+        assert!(
+            refused.to_string().contains("refused for user 'u'"),
+            "{refused}"
+        );
+        let denied = lapin::Error::from(lapin::ErrorKind::ProtocolError(AMQPError::new(
+            AMQPErrorKind::Hard(AMQPHardError::INTERNALERROR),
+            "INTERNAL_ERROR - Feature `transient_nonexcl_queues` is deprecated.\nBy default".into(),
+        )));
+        assert_eq!(classify(denied).refusal(), Some(Refusal::DeniedFeature));
     }
 }
