@@ -44,10 +44,12 @@ mod tests {
     #[test]
     fn reads_this_process() {
         assert!(cpu_time().is_some());
-        // In this order: the peak never decreases, so it is at least what
-        // the resident size was a moment before.
+        // Both are read and non-zero. Not compared: Linux keeps the resident
+        // size in per-thread counters it folds in lazily, so VmHWM can lag
+        // a VmRSS read a moment before (seen once in CI: peak 5586944, now
+        // 5713920).
         let now = rss().unwrap();
         let peak = peak_rss().unwrap();
-        assert!(peak >= now && now > 0, "peak {peak}, now {now}");
+        assert!(now > 0 && peak > 0, "peak {peak}, now {now}");
     }
 }
