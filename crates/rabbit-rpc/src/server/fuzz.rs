@@ -54,11 +54,6 @@ pub(crate) fn fuzz_request(properties: &Properties, body: Vec<u8>) {
             .expect("a typed handler whose function is ready completes at once")
     });
     let answer = Answer::new(result, 1 << 20);
-    let message = protocol::reply(
-        protocol::request_id(properties),
-        answer.code,
-        answer.content_type.as_deref().or(properties.content_type()),
-        answer.details.as_deref(),
-    );
-    amqp::properties(&message).expect("a reply to a request that arrived can be sent");
+    amqp::properties(&answer.message(properties))
+        .expect("a reply to a request that arrived can be sent");
 }

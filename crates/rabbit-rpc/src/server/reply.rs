@@ -105,12 +105,7 @@ impl Running {
         let failed = answer.code != Code::Ok;
         trace::finish(span, answer.code, true);
         let trace_headers = trace::headers(span);
-        let mut message = protocol::reply(
-            protocol::request_id(properties),
-            answer.code,
-            answer.content_type.as_deref().or(properties.content_type()),
-            answer.details.as_deref(),
-        );
+        let mut message = answer.message(properties);
         protocol::add_trace(&mut message, &trace_headers);
         // Measured as the reply leaves: by the time its caller has it, a
         // scrape shows it.
@@ -193,6 +188,18 @@ pub(super) struct Answer {
 }
 
 impl Answer {
+    /// The reply's properties, answering the request of `properties`:
+    /// its id, this answer's code and details, and the answer's content
+    /// type, else the request's.
+    pub(super) fn message<'a>(&'a self, properties: &'a Properties) -> Outgoing<'a> {
+        protocol::reply(
+            protocol::request_id(properties),
+            self.code,
+            self.content_type.as_deref().or(properties.content_type()),
+            self.details.as_deref(),
+        )
+    }
+
     pub(super) fn new(result: Result<Response, Status>, max_size: usize) -> Answer {
         let sendable = result.and_then(|response| {
             if response.body.len() > max_size {
