@@ -165,6 +165,7 @@ impl Default for FibService {
 /// Whether a request is in the JSON form.
 fn is_json(request: &Request) -> bool {
     match request
+        .context()
         .content_type()
         .map(|c| c.split(';').next().unwrap_or_default().trim())
     {

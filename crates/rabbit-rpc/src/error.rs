@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::{Code, Status, fmt_duration};
+use std::sync::Arc;
+
+use crate::{Code, Status, codec::CodecError, fmt_duration};
 
 /// The error type of this crate.
 ///
@@ -14,7 +16,7 @@ use crate::{Code, Status, fmt_duration};
 /// `Debug` (`{error:?}`) is the derived, structured form, every field by
 /// name, for logs and test failures, as `tonic::Status`'s is. A `main`
 /// that returns `Result<(), rabbit_rpc::Error>` prints the `Debug` form
-/// (`Connect { endpoint: "127.0.0.1:5672", reason: "connection refused; is RabbitMQ running there?" }`),
+/// (`Connect { endpoint: "127.0.0.1:5672", reason: "connection refused; is RabbitMQ running there?", source: … }`),
 /// so print the error yourself and return an exit code, as
 /// `examples/calculator`'s binaries do, or return `anyhow::Result<()>`,
 /// whose `Debug` is the `Display` line and its causes:
@@ -72,6 +74,11 @@ pub enum Error {
         endpoint: String,
         /// Why it failed, in a short phrase.
         reason: String,
+        /// The client library's error, when one caused it (a refused TCP
+        /// connection, a failed handshake); none for a timeout or for
+        /// several brokers tried.
+        #[source]
+        source: Option<BrokerError>,
     },
 
     /// A builder's settings cannot work as given: a server with no
@@ -136,6 +143,10 @@ pub enum Error {
     ConnectionLost {
         /// What closed it, as far as is known.
         reason: String,
+        /// The client library's error that reported it, if one did (every
+        /// call the loss ends shares it).
+        #[source]
+        source: Option<BrokerError>,
     },
 
     /// The request queue exists with other settings than those the server
@@ -179,16 +190,20 @@ pub enum Error {
         queue: String,
         /// The broker's reason.
         reason: String,
+        /// The client library's error, if one reported it.
+        #[source]
+        source: Option<BrokerError>,
     },
 
     /// A successful reply that does not decode as the type the caller
     /// asked for (a typed call): the server answered something else.
-    #[error("the reply from queue '{queue}' does not decode: {reason}")]
+    #[error("the reply from queue '{queue}' does not decode: {source}")]
     Decode {
         /// The queue the request was addressed to.
         queue: String,
-        /// Why, with the decoder's words (and where in the reply).
-        reason: String,
+        /// Why, in the codec's words (and where in the reply).
+        #[source]
+        source: CodecError,
     },
 
     /// The reply's body is larger than the client takes
@@ -306,11 +321,16 @@ pub(crate) fn hint(refusal: Refusal, message: &str) -> &'static str {
 }
 
 /// A failure reported by the broker or the AMQP client library, kept with
-/// its cause (`std::error::Error::source`) but without naming the
-/// library's types.
-#[derive(Debug)]
+/// its cause but without naming the library's types.
+///
+/// It is transparent, as [`std::io::Error`] is around a custom error: its
+/// `Display` is the library's error's, [`source`](std::error::Error::source)
+/// that error's own cause, and [`BrokerError::get_ref`] the library's error
+/// itself (to log its `Debug` form, or to downcast it). Cheap to clone:
+/// every call a lost connection ends shares one.
+#[derive(Debug, Clone)]
 pub struct BrokerError {
-    source: Box<dyn std::error::Error + Send + Sync>,
+    source: Arc<dyn std::error::Error + Send + Sync>,
     /// The broker sent a frame the client library could not parse.
     unparsable: bool,
 }
@@ -323,9 +343,14 @@ impl BrokerError {
         unparsable: bool,
     ) -> BrokerError {
         BrokerError {
-            source: Box::new(source),
+            source: Arc::new(source),
             unparsable,
         }
+    }
+
+    /// The client library's error, as it reported it.
+    pub fn get_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.source
     }
 }
 
@@ -419,12 +444,23 @@ impl Error {
                 refusal: *refusal,
                 reason: reason.clone(),
             },
-            Error::ConnectionLost { reason } => Error::ConnectionLost {
+            Error::ConnectionLost { reason, source } => Error::ConnectionLost {
                 reason: reason.clone(),
+                source: source.clone(),
             },
-            other => Error::ConnectionLost {
-                reason: other.to_string(),
+            Error::Broker(source) => Error::ConnectionLost {
+                reason: source.to_string(),
+                source: Some(source.clone()),
             },
+            other => Error::lost(other.to_string()),
+        }
+    }
+
+    /// A lost connection known only by what was seen (no library error).
+    pub(crate) fn lost(reason: impl Into<String>) -> Error {
+        Error::ConnectionLost {
+            reason: reason.into(),
+            source: None,
         }
     }
 

@@ -194,7 +194,9 @@ mod status;
 mod trace;
 mod transport;
 
-pub use client::{CallOptions, Client, ClientBuilder, Ping, PingState, Reply, ReplyQueue};
+pub use client::{
+    CallOptions, Client, ClientBuilder, Ping, PingState, Reply, ReplyQueue, RequestBody,
+};
 pub use description::{Description, Payload};
 pub use error::{BrokerError, Error, Refusal};
 pub use metadata::Metadata;

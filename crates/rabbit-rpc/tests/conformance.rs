@@ -27,7 +27,7 @@ use std::{
 use lapin::{BasicProperties, options::BasicGetOptions};
 use rabbit_rpc::{
     CallOptions, Client, ClientBuilder, Code, Context, Error, Handler, MemoryBroker, Procedure,
-    QueueType, RawMessage, ReplyQueue, Request, Server, ServerBuilder, ServerStats, Status,
+    QueueType, RawMessage, ReplyQueue, Request, Server, ServerBuilder, ServerStats, Status, codec,
     handler_fn,
 };
 use tokio::{sync::Semaphore, task::JoinHandle, time::Instant};
@@ -516,7 +516,7 @@ async fn a_request_held_by_a_lost_connection_comes_back_redelivered(broker: &Bro
         broker,
         &doomed.queue,
         handler_fn(|request: Request| async move {
-            Ok::<_, Status>(format!("redelivered={}", request.redelivered()))
+            Ok::<_, Status>(format!("redelivered={}", request.context().redelivered()))
         }),
         |b| b,
     )
@@ -560,7 +560,7 @@ async fn shutdown_hands_requests_not_started_back_marked_redelivered(broker: &Br
         broker,
         &first.queue,
         handler_fn(|request: Request| async move {
-            Ok::<_, Status>(format!("again {}", request.redelivered()))
+            Ok::<_, Status>(format!("again {}", request.context().redelivered()))
         }),
         |b| b,
     )
@@ -837,6 +837,56 @@ async fn a_typed_service_answers_its_typed_client_with_metadata_and_error_detail
         .await
         .unwrap_err();
     assert!(raw.to_string().contains("missing field `b`"), "{raw}");
+    // The one call method, typed: a value a codec encodes, sent with the
+    // codec's content type, its reply decoded by the same codec.
+    let reply = client
+        .client()
+        .call_with(
+            "conformance.add",
+            codec::json(&typed::Add { a: 20, b: 22 }),
+            &CallOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.content_type(), Some("application/json"));
+    assert_eq!(reply.decode::<codec::Json, i64>().unwrap(), 42);
+    // The options' content type wins over the codec's: here one the
+    // procedure does not take.
+    let refused = client
+        .client()
+        .call_with(
+            "conformance.add",
+            codec::json(&typed::Add { a: 1, b: 1 }),
+            &CallOptions::new().content_type("application/msgpack"),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("'application/msgpack' is not supported"),
+        "{refused}"
+    );
+    // A value that does not encode fails before anything is sent.
+    let map = std::collections::HashMap::from([((1, 2), 3)]);
+    let unencodable = client
+        .client()
+        .call_with("conformance.add", codec::json(&map), &CallOptions::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(unencodable, Error::InvalidRequest { .. }),
+        "{unencodable:?}"
+    );
+    // A reply of another type: Error::Decode, the codec's error its source.
+    let wrong: Result<String, Error> = client
+        .client()
+        .call_json("conformance.add", &typed::Add { a: 1, b: 2 })
+        .await;
+    let wrong = wrong.unwrap_err();
+    assert!(matches!(wrong, Error::Decode { .. }), "{wrong:?}");
+    let source = std::error::Error::source(&wrong).expect("the codec's error");
+    assert!(source.is::<codec::CodecError>(), "{source}");
     // A client in any language: JSON published by hand (plain lapin on
     // RabbitMQ), the reply read from a queue of its own.
     let (replies, _cleanup) = hand_made_reply_queue(broker).await;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use common::TestServer;
 use futures_util::StreamExt;
 use lapin::{BasicProperties, options::BasicPublishOptions};
-use rabbit_rpc::{CallOptions, Client, Code, Request, Status, blocking_fn, handler_fn};
+use rabbit_rpc::{CallOptions, Client, Code, Error, Request, Status, blocking_fn, handler_fn};
 
 fn short(timeout_ms: u64) -> CallOptions {
     CallOptions::new().timeout(Duration::from_millis(timeout_ms))
@@ -243,6 +243,23 @@ async fn an_unreachable_broker_fails_fast_naming_host_and_port_but_no_password()
     assert!(message.contains("127.0.0.1:1"), "{message}");
     assert!(!message.contains("hunter2"), "{message}");
     assert!(started.elapsed() < Duration::from_secs(6));
+    // The client library's error is kept: the I/O error underneath it is
+    // the chain's end, and the library's own error is there to log.
+    let Error::Connect {
+        source: Some(broker),
+        ..
+    } = &error
+    else {
+        panic!("no source: {error:?}");
+    };
+    assert!(!broker.get_ref().to_string().is_empty());
+    let mut chain = std::error::Error::source(&error);
+    let mut io = false;
+    while let Some(cause) = chain {
+        io |= cause.is::<std::io::Error>();
+        chain = cause.source();
+    }
+    assert!(io, "no I/O error in the chain of {error:?}");
 }
 
 #[tokio::test]

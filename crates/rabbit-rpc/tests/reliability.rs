@@ -145,7 +145,7 @@ async fn handlers_see_the_callers_deadline() {
     let server = TestServer::start(
         "deadline_visible",
         handler_fn(|request: Request| async move {
-            let remaining = request.remaining().map(|r| r.as_millis());
+            let remaining = request.context().remaining().map(|r| r.as_millis());
             Ok::<_, Status>(format!("{remaining:?}"))
         }),
     )
@@ -311,7 +311,7 @@ async fn a_redelivered_request_is_flagged_counted_and_answered_once() {
     let server = TestServer::start_on(
         queue.clone(),
         handler_fn(|request: Request| async move {
-            Ok::<_, Status>(format!("redelivered={}", request.redelivered()))
+            Ok::<_, Status>(format!("redelivered={}", request.context().redelivered()))
         }),
         |b| b,
     )

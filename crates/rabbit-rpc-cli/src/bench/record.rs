@@ -135,6 +135,7 @@ mod tests {
         let ok: Result<(), Error> = Ok(());
         let lost: Result<(), Error> = Err(Error::ConnectionLost {
             reason: "cut".into(),
+            source: None,
         });
         let refused: Result<(), Error> =
             Err(Error::Remote(rabbit_rpc::Status::invalid_argument("n")));

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use super::{CallOptions, Client, Reply};
 use crate::{
     Description, Error,
+    codec::CodecError,
     protocol::{CONTROL_DESCRIBE, CONTROL_PING},
 };
 
@@ -118,7 +119,7 @@ struct PingReply {
 pub(crate) fn decode_ping(queue: &str, body: &[u8], round_trip: Duration) -> Result<Ping, Error> {
     let ping: PingReply = serde_json::from_slice(body).map_err(|error| Error::Decode {
         queue: queue.to_owned(),
-        reason: format!("not a ping reply: {error}"),
+        source: CodecError::new(format!("not a ping reply: {error}")),
     })?;
     Ok(Ping {
         procedure: ping.procedure,
@@ -134,7 +135,7 @@ pub(crate) fn decode_ping(queue: &str, body: &[u8], round_trip: Duration) -> Res
 pub(crate) fn decode_description(queue: &str, body: &[u8]) -> Result<Description, Error> {
     serde_json::from_slice(body).map_err(|error| Error::Decode {
         queue: queue.to_owned(),
-        reason: format!("not a description: {error}"),
+        source: CodecError::new(format!("not a description: {error}")),
     })
 }
 

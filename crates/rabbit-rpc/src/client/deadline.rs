@@ -152,9 +152,7 @@ mod tests {
     use super::*;
 
     fn lost() -> Error {
-        Error::ConnectionLost {
-            reason: "reconnecting".to_owned(),
-        }
+        Error::lost("reconnecting")
     }
 
     fn timed_out() -> Error {

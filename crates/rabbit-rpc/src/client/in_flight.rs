@@ -129,9 +129,7 @@ impl InFlight {
     fn closed_error(&self) -> Error {
         match &*self.closed_by.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(cause) => cause.ending_calls(),
-            None => Error::ConnectionLost {
-                reason: "the client is closed".to_owned(),
-            },
+            None => Error::lost("the client is closed"),
         }
     }
 
@@ -232,9 +230,7 @@ mod tests {
     async fn close_fails_waiting_calls_and_refuses_new_ones() {
         let in_flight = Arc::new(InFlight::new());
         let mut pending = in_flight.register("a").unwrap();
-        in_flight.close(&Error::ConnectionLost {
-            reason: "broker went away".into(),
-        });
+        in_flight.close(&Error::lost("broker went away"));
         let error = pending.outcome().await.unwrap_err();
         assert!(error.is_connection_lost(), "{error}");
         let error = in_flight.register("b").unwrap_err();

@@ -1,6 +1,7 @@
 //! The calling side: one connection, one channel, many concurrent calls,
 //! and a new connection whenever the broker goes away.
 
+mod body;
 mod builder;
 mod control;
 mod deadline;
@@ -25,6 +26,7 @@ use std::{
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
+pub use body::RequestBody;
 pub use builder::{CallOptions, ClientBuilder, ReplyQueue};
 pub use control::{Ping, PingState};
 pub use reply::Reply;
@@ -153,34 +155,52 @@ impl Client {
         ClientBuilder::default()
     }
 
-    /// Calls the server consuming `queue` with `body` and waits for its reply.
+    /// Calls the server consuming `queue` with `body` and waits for its
+    /// reply: [`Client::call_with`] with default options.
+    ///
+    /// # Errors
+    /// As [`Client::call_with`].
+    pub async fn call(&self, queue: &str, body: impl RequestBody) -> Result<Reply, Error> {
+        self.call_with(queue, body, &CallOptions::default()).await
+    }
+
+    /// The call: sends `body` to the server consuming `queue`, with
+    /// per-call options, and waits for its reply. `body` is bytes as they
+    /// are (`"30"`, a `Vec<u8>`) or a typed value a codec encodes
+    /// ([`codec::json`](crate::codec::json)`(&args)`, sent as
+    /// `application/json` unless `options` name another content type); a
+    /// typed reply decodes with [`Reply::decode`]. [`Client::call`] and
+    /// [`Client::call_json`] are this call, shortened.
+    ///
+    /// ```no_run
+    /// # async fn example(client: rabbit_rpc::Client) -> Result<(), rabbit_rpc::Error> {
+    /// use std::time::Duration;
+    /// use rabbit_rpc::CallOptions;
+    ///
+    /// let options = CallOptions::new()
+    ///     .timeout(Duration::from_secs(2))
+    ///     .metadata("tenant", "acme");
+    /// let reply = client.call_with("rpc_queue", "30", &options).await?;
+    /// assert_eq!(reply.text(), "832040");
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::Remote`] with the server's status when it answered with an
     /// error; [`Error::NoRoute`] when no queue has that name;
     /// [`Error::NoServer`] when nobody consumes it; [`Error::Timeout`];
-    /// [`Error::ConnectionLost`].
-    pub async fn call(&self, queue: &str, body: impl AsRef<[u8]>) -> Result<Reply, Error> {
-        self.call_with(queue, body, &CallOptions::default()).await
-    }
-
-    /// [`Client::call`] with per-call options.
-    ///
-    /// # Errors
-    /// As [`Client::call`].
+    /// [`Error::ConnectionLost`]; [`Error::InvalidRequest`] when the body
+    /// cannot be sent as it is (a typed value that does not encode, a body
+    /// over [`ClientBuilder::max_body_size`]).
     pub async fn call_with(
         &self,
         queue: &str,
-        body: impl AsRef<[u8]>,
+        body: impl RequestBody,
         options: &CallOptions,
     ) -> Result<Reply, Error> {
-        self.call_raw(
-            queue,
-            body.as_ref(),
-            options,
-            options.content_type.as_deref(),
-        )
-        .await
+        let (bytes, codec_type) = body.bytes()?;
+        let content_type = options.content_type.as_deref().or(codec_type);
+        self.call_raw(queue, &bytes, options, content_type).await
     }
 
     /// A call with `content_type` in place of the options' one.
@@ -455,7 +475,7 @@ impl Client {
             }
             State::Connected(_) | State::Closed => "not connected".to_owned(),
         };
-        Error::ConnectionLost { reason }
+        Error::lost(reason)
     }
 
     /// How many calls are waiting for a reply right now.
@@ -550,7 +570,5 @@ impl Client {
 }
 
 fn closed() -> Error {
-    Error::ConnectionLost {
-        reason: "the client is closed".to_owned(),
-    }
+    Error::lost("the client is closed")
 }

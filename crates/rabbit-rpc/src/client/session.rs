@@ -251,14 +251,12 @@ async fn route_replies(
             }
             Some(Err(error)) => break error,
             None => {
-                break Error::ConnectionLost {
-                    reason: "the reply consumer was cancelled".to_owned(),
-                };
+                break Error::lost("the reply consumer was cancelled");
             }
         }
     };
     let reason = match &cause {
-        Error::ConnectionLost { reason } => reason.clone(),
+        Error::ConnectionLost { reason, .. } => reason.clone(),
         other => other.to_string(),
     };
     debug!(%reason, "reply consumer ended");

@@ -1,16 +1,17 @@
-//! Typed calls: arguments encoded and the reply decoded by a [`Codec`].
+//! Typed calls in JSON: [`Client::call_json`], the everyday typed call.
 
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{CallOptions, Client};
 use crate::{
     Error,
-    codec::{Codec, Json},
+    codec::{self, Codec, Json},
 };
 
 impl Client {
     /// Calls the typed procedure on `queue` with `args` as JSON, and decodes
-    /// its JSON reply as an `R`.
+    /// its JSON reply as an `R`: [`Client::call_with`] with
+    /// [`codec::json`]`(args)`, the reply decoded.
     ///
     /// ```no_run
     /// # async fn example(client: rabbit_rpc::Client) -> Result<(), rabbit_rpc::Error> {
@@ -21,14 +22,14 @@ impl Client {
     /// ```
     ///
     /// # Errors
-    /// As [`Client::call`]; [`Error::InvalidRequest`] when `args` does not
-    /// encode, and [`Error::Decode`] when the reply is not an `R`.
+    /// As [`Client::call_with`]; [`Error::Decode`] when the reply is not an
+    /// `R`.
     pub async fn call_json<A, R>(&self, queue: &str, args: &A) -> Result<R, Error>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        self.call_encoded::<Json, A, R>(queue, args, &CallOptions::default())
+        self.call_json_with(queue, args, &CallOptions::default())
             .await
     }
 
@@ -46,39 +47,10 @@ impl Client {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        self.call_encoded::<Json, A, R>(queue, args, options).await
-    }
-
-    /// A typed call with codec `C`: `args` encoded by it and sent with its
-    /// content type (unless `options` set another), the reply decoded by
-    /// it.
-    ///
-    /// # Errors
-    /// As [`Client::call_json`].
-    pub async fn call_encoded<C, A, R>(
-        &self,
-        queue: &str,
-        args: &A,
-        options: &CallOptions,
-    ) -> Result<R, Error>
-    where
-        C: Codec,
-        A: Serialize + ?Sized,
-        R: DeserializeOwned,
-    {
-        let body = C::encode(args).map_err(|error| Error::InvalidRequest {
-            reason: format!(
-                "the arguments do not encode as {}: {error}",
-                C::CONTENT_TYPE
-            ),
-        })?;
-        let content_type = options.content_type.as_deref().unwrap_or(C::CONTENT_TYPE);
-        let reply = self
-            .call_raw(queue, &body, options, Some(content_type))
-            .await?;
-        C::decode(reply.body()).map_err(|error| Error::Decode {
+        let reply = self.call_with(queue, codec::json(args), options).await?;
+        Json::decode(reply.body()).map_err(|source| Error::Decode {
             queue: queue.to_owned(),
-            reason: error.to_string(),
+            source,
         })
     }
 }

@@ -5,12 +5,14 @@
 //! language reads it, and a tutorial client can send it by hand. The trait
 //! leaves room for MessagePack, CBOR or protobuf, each a content type.
 
+mod encoded;
 mod json;
 
 use std::fmt;
 
 use serde::{Serialize, de::DeserializeOwned};
 
+pub use encoded::{Encoded, json};
 pub use json::Json;
 
 /// Encodes and decodes typed values, for one content type.

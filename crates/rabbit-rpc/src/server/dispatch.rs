@@ -31,7 +31,8 @@ use crate::{
 pub(super) enum Ended {
     Shutdown,
     Lost {
-        reason: String,
+        /// What ended it, its cause kept.
+        cause: Error,
         /// The broker sent a frame lapin could not parse: most likely a
         /// request with properties that are not valid UTF-8, which comes
         /// back on every connection.
@@ -87,11 +88,11 @@ async fn take_deliveries(
             biased;
             () = &mut shutdown => return Ended::Shutdown,
             reason = origin.failure.wait() => {
-                return Ended::Lost { reason, unparsable: false };
+                return Ended::Lost { cause: Error::lost(reason), unparsable: false };
             }
             () = &mut restore, if session.degraded => {
                 if let Err(error) = restore_prefetch(session, procedures).await {
-                    return Ended::Lost { reason: error.to_string(), unparsable: false };
+                    return Ended::Lost { cause: error, unparsable: false };
                 }
                 info!("the connection holds; every procedure takes its configured prefetch again");
                 continue;
@@ -115,16 +116,16 @@ async fn take_deliveries(
                     );
                 }
                 return Ended::Lost {
-                    reason: error.to_string(),
+                    cause: error,
                     unparsable,
                 };
             }
             Next::Cancelled(index) => {
                 return Ended::Lost {
-                    reason: format!(
+                    cause: Error::lost(format!(
                         "the broker cancelled the consumer of queue '{}' (was it deleted?)",
                         procedures[index].queue
-                    ),
+                    )),
                     unparsable: false,
                 };
             }

@@ -9,10 +9,8 @@ use std::{future::Future, marker::PhantomData, pin::Pin, sync::Arc};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::context::Context;
-#[cfg(feature = "schema")]
-use crate::Payload;
 use crate::{
-    Description, Metadata, Status,
+    Description, Payload, Status,
     codec::{self, Codec, Json},
 };
 
@@ -68,40 +66,11 @@ impl Request {
         })
     }
 
-    /// What is known about the call besides its body.
+    /// What is known about the call besides its body: its content type,
+    /// deadline, metadata, caller, whether it was delivered before, and
+    /// its cancellation.
     pub fn context(&self) -> &Context {
         &self.context
-    }
-
-    /// The `content_type` property the caller set, if any
-    /// ([`Context::content_type`]).
-    pub fn content_type(&self) -> Option<&str> {
-        self.context.content_type()
-    }
-
-    /// The caller's `correlation_id` ([`Context::correlation_id`]).
-    pub fn correlation_id(&self) -> Option<&str> {
-        self.context.correlation_id()
-    }
-
-    /// Whether the request was delivered before ([`Context::redelivered`]).
-    pub fn redelivered(&self) -> bool {
-        self.context.redelivered()
-    }
-
-    /// When the caller stops waiting ([`Context::deadline`]).
-    pub fn deadline(&self) -> Option<tokio::time::Instant> {
-        self.context.deadline()
-    }
-
-    /// How long until the deadline ([`Context::remaining`]).
-    pub fn remaining(&self) -> Option<std::time::Duration> {
-        self.context.remaining()
-    }
-
-    /// The caller's metadata ([`Context::metadata`]).
-    pub fn metadata(&self) -> &Metadata {
-        self.context.metadata()
     }
 }
 
@@ -320,6 +289,31 @@ where
         f,
         description: Description::json(),
         _types: PhantomData,
+    }
+}
+
+impl<F, A, R, C> TypedFn<F, A, R, C> {
+    /// This handler with codec `C2` in place of JSON: requests decoded and
+    /// replies encoded by it, and described as taking and giving its
+    /// content type. (Schemas, `with_schemas` with feature `schema`, describe JSON.)
+    ///
+    /// ```
+    /// use rabbit_rpc::{codec::Json, typed_fn, Context, Handler, Status};
+    ///
+    /// // Any `Codec`: a MessagePack or CBOR one is written the same way.
+    /// let echo = typed_fn(|_context: Context, n: u64| async move { Ok::<_, Status>(n) })
+    ///     .codec::<Json>();
+    /// assert_eq!(echo.describe().request().content_types(), ["application/json"]);
+    /// ```
+    pub fn codec<C2: Codec>(self) -> TypedFn<F, A, R, C2> {
+        TypedFn {
+            f: self.f,
+            description: Description::new(
+                Payload::new([C2::CONTENT_TYPE]),
+                Payload::new([C2::CONTENT_TYPE]),
+            ),
+            _types: PhantomData,
+        }
     }
 }
 

@@ -284,9 +284,7 @@ pub(super) async fn unless_lost<T>(
     tokio::select! {
         biased;
         result = operation => result,
-        () = lost.cancelled() => Err(crate::Error::ConnectionLost {
-            reason: "the connection the request came on is gone".to_owned(),
-        }),
+        () = lost.cancelled() => Err(crate::Error::lost("the connection the request came on is gone")),
     }
 }
 

@@ -165,9 +165,10 @@ impl Server {
             let connected = Instant::now();
             let ended =
                 dispatch::serve_session(procedures, &tasks, &mut session, shutdown.as_mut()).await;
-            let Ended::Lost { reason, unparsable } = ended else {
+            let Ended::Lost { cause, unparsable } = ended else {
                 break;
             };
+            let reason = cause.to_string();
             // Not ready from now: closing a dead connection may take a while.
             settings.health.set(ServerState::Reconnecting {
                 reason: reason.clone(),
@@ -177,7 +178,11 @@ impl Server {
             session.close("reconnecting").await;
             if !settings.reconnect {
                 settings.health.set(ServerState::Stopped);
-                return Err(Error::ConnectionLost { reason });
+                // A lost connection, its cause kept.
+                return Err(match cause {
+                    Error::Refused { .. } => Error::lost(reason),
+                    other => other.ending_calls(),
+                });
             }
             warn!(%reason, "the server lost the broker; reconnecting");
             backoff.connection_lasted(connected.elapsed());

@@ -70,6 +70,7 @@ impl Connection {
                     "no AMQP handshake within {}; is that a RabbitMQ port, and reachable?",
                     crate::fmt_duration(timeout)
                 ),
+                source: None,
             }),
         }
     }
@@ -234,12 +235,19 @@ pub(crate) async fn connect(
     let reason = failures
         .iter()
         .map(|error| match error {
-            Error::Connect { endpoint, reason } => format!("{endpoint}: {reason}"),
+            Error::Connect {
+                endpoint, reason, ..
+            } => format!("{endpoint}: {reason}"),
             other => other.to_string(),
         })
         .collect::<Vec<_>>()
         .join("; ");
-    Err(Error::Connect { endpoint, reason })
+    // Several causes: each is in the reason.
+    Err(Error::Connect {
+        endpoint,
+        reason,
+        source: None,
+    })
 }
 
 /// A name as AMQP carries it: at most 255 bytes.
@@ -299,6 +307,7 @@ pub(crate) async fn consume(
             Some(404) => Error::Declare {
                 queue: queue.to_owned(),
                 reason: "it does not exist (deleted just now?)".to_owned(),
+                source: Some(BrokerError::new(error.clone(), false)),
             },
             Some(403) => Error::Refused {
                 refusal: Refusal::Access,
@@ -610,9 +619,7 @@ pub(crate) fn classify(error: lapin::Error) -> Error {
         ErrorKind::IOError(_)
         | ErrorKind::InvalidChannelState(..)
         | ErrorKind::InvalidConnectionState(_)
-        | ErrorKind::MissingHeartbeatError => Error::ConnectionLost {
-            reason: error.to_string(),
-        },
+        | ErrorKind::MissingHeartbeatError => lost(error),
         ErrorKind::ProtocolError(amqp) => {
             let message = amqp.get_message().as_str();
             let refusal = match amqp.get_id() {
@@ -630,13 +637,19 @@ pub(crate) fn classify(error: lapin::Error) -> Error {
                 // Any other connection-level error (the broker closed
                 // the connection, e.g. CONNECTION_FORCED): the
                 // connection is gone.
-                None if matches!(amqp.kind(), AMQPErrorKind::Hard(_)) => Error::ConnectionLost {
-                    reason: error.to_string(),
-                },
+                None if matches!(amqp.kind(), AMQPErrorKind::Hard(_)) => lost(error),
                 None => broker(error),
             }
         }
         _ => broker(error),
+    }
+}
+
+/// The connection is gone, as lapin reported it.
+fn lost(error: lapin::Error) -> Error {
+    Error::ConnectionLost {
+        reason: error.to_string(),
+        source: Some(BrokerError::new(error, false)),
     }
 }
 

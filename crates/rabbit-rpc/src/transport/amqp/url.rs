@@ -200,7 +200,11 @@ impl BrokerUrl {
             }
             _ => error.to_string(),
         };
-        Error::Connect { endpoint, reason }
+        Error::Connect {
+            endpoint,
+            reason,
+            source: Some(crate::BrokerError::new(error.clone(), false)),
+        }
     }
 }
 

@@ -395,9 +395,7 @@ impl Acker {
             return Ok(());
         }
         let Some(state) = self.state.upgrade() else {
-            return Err(Error::ConnectionLost {
-                reason: "the in-memory broker is gone".to_owned(),
-            });
+            return Err(Error::lost("the in-memory broker is gone"));
         };
         let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
         state.settle(self.consumer, self.tag, how)

@@ -103,9 +103,7 @@ pub(crate) enum Settle {
 }
 
 fn lost(reason: &str) -> Error {
-    Error::ConnectionLost {
-        reason: reason.to_owned(),
-    }
+    Error::lost(reason)
 }
 
 impl State {
@@ -251,6 +249,7 @@ impl State {
                 return Err(Error::Declare {
                     queue: queue.to_owned(),
                     reason: "direct reply-to must be consumed without acknowledgements".to_owned(),
+                    source: None,
                 });
             }
             let token = uuid::Uuid::new_v4().simple().to_string();
@@ -263,6 +262,7 @@ impl State {
                 return Err(Error::Declare {
                     queue: queue.to_owned(),
                     reason: "it does not exist (deleted just now?)".to_owned(),
+                    source: None,
                 });
             };
             if state.owner.is_some_and(|owner| owner != connection) {
@@ -354,6 +354,7 @@ impl State {
                 return Err(Error::Declare {
                     queue: DIRECT_REPLY_TO.to_owned(),
                     reason: "fast reply consumer does not exist on this channel".to_owned(),
+                    source: None,
                 });
             };
             message.reply_to = Some(format!("{DIRECT_REPLY_TO}.{token}"));
@@ -424,6 +425,7 @@ impl State {
             return Err(Error::Declare {
                 queue: queue.unwrap_or_default(),
                 reason: format!("unknown delivery tag {tag}"),
+                source: None,
             });
         };
         self.open(connection)?;

@@ -20,6 +20,7 @@ impl Tls {
             Some(Error::Connect {
                 endpoint: endpoint.to_owned(),
                 reason: format!("TLS: {reason}"),
+                source: Some(crate::BrokerError::new(error.clone(), false)),
             })
         };
         let refused = |reason: String| {
@@ -131,6 +132,8 @@ impl Tls {
                     ""
                 }
             ),
+            // Quoted in the reason (an I/O error cannot be shared).
+            source: None,
         })
     }
 
