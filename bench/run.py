@@ -3,12 +3,24 @@
 peers measured in the same run.
 
     python3 bench/run.py [--rounds N] [--quick] [--long] [--tuning] [--baseline REV]
+    python3 bench/run.py --gate [--rounds N] [--quick]
 
 Peers, each a client and a server speaking RabbitMQ's RPC pattern:
   ours      rabbit-rpc bench  -> rabbit-rpc serve fib   (this project)
   raw       raw-lapin bench   -> raw-lapin serve        (plain lapin, no library: the ceiling)
   aio-pika  aio-pika's RPC pattern, client and server   (Python, from PyPI)
   go        rabbit-rpc bench  -> the tutorial's Go server (prefetch 1, naive fib)
+  amqprs    raw-amqprs bench  -> raw-amqprs serve       (raw's pair in amqprs: --gate only)
+  amqp10    raw-amqp10 bench  -> raw-amqp10 serve       (raw's pair over AMQP 1.0 with
+                                                         fe2o3-amqp, RabbitMQ 4.x: --gate only)
+
+`--gate` runs issue 19's transport gate instead of the suite: the three raw
+pairs (lapin, amqprs, AMQP 1.0; the last only on RabbitMQ 4.2 or later) at
+200 in flight on a durable classic and a durable quorum queue, in
+interleaved rounds, with context switches per call beside the CPU time. A
+pair clears the gate if it beats raw lapin by >= 1.10x on calls/s or on the
+broker's CPU per call. raw-amqprs and raw-amqp10 are not members of the
+workspace (each has its own Cargo.lock); --gate builds them into target/.
 
 Our pair and the raw pair serve durable classic queues (`serve fib
 --queue-type classic`), so both give the broker the same work; the
@@ -52,6 +64,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGET = ROOT / "target"
 OURS = TARGET / "release" / "rabbit-rpc"
 RAW = TARGET / "release" / "raw-lapin"
+AMQPRS = TARGET / "release" / "raw-amqprs"
+AMQP10 = TARGET / "release" / "raw-amqp10"
 VENV = TARGET / "bench" / "venv"
 PYTHON = VENV / "bin" / "python"
 AIO = ROOT / "bench" / "peers" / "aio_pika_rpc.py"
@@ -72,6 +86,15 @@ def run(cmd, **kwargs):
 
 
 # --- setup -------------------------------------------------------------------
+
+
+def setup_gate():
+    """The raw pairs of --gate: raw-lapin (a workspace member), raw-amqprs and
+    raw-amqp10 (each a workspace of its own, built into the same target/)."""
+    run(["cargo", "build", "--release", "--locked", "-q", "-p", "raw-lapin"], cwd=ROOT)
+    for crate in ("raw-amqprs", "raw-amqp10"):
+        run(["cargo", "build", "--release", "--locked", "-q", "--manifest-path",
+             ROOT / "bench" / crate / "Cargo.toml", "--target-dir", TARGET], cwd=ROOT)
 
 
 def setup(want_go):
@@ -158,8 +181,10 @@ def build_baseline(rev):
     return TARGET / "bench" / "baseline-target" / "release" / "rabbit-rpc"
 
 
-def raw_server(queue, queue_type="classic"):
-    return Server([RAW, "serve", queue], "raw-lapin serving",
+def raw_server(queue, queue_type="classic", binary=None):
+    """A raw pair's server: raw-lapin's, or raw-amqprs's or raw-amqp10's."""
+    binary = binary or RAW
+    return Server([binary, "serve", queue], f"{Path(binary).name} serving",
                   {"AMQP_URL": URL, "QUEUE_TYPE": queue_type}, queue)
 
 
@@ -201,15 +226,37 @@ def server_ticks(queue):
     return sum(ticks) if ticks and None not in ticks else None
 
 
+def switches(pid):
+    """Context switches (voluntary and not) of all threads of a process so
+    far; threads that already ended are not counted."""
+    total = 0
+    try:
+        for status in Path(f"/proc/{pid}/task").glob("*/status"):
+            for line in status.read_text().splitlines():
+                if "ctxt_switches:" in line:
+                    total += int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
+
+
+def server_switches(queue):
+    counts = [switches(pid) for pid in SERVING.get(queue, [])]
+    return sum(counts) if counts and None not in counts else None
+
+
 def last_json(cmd, env=None, queue=None):
     """Runs a bench client, and charges to its result the CPU time per call of
     the broker, of the client and of the queue's servers."""
     before = cpu_ticks(BROKER) if BROKER else None
     served = server_ticks(queue)
+    broker_cs, server_cs = (switches(BROKER) if BROKER else None), server_switches(queue)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, check=True, capture_output=True, text=True,
                          env=dict(os.environ, **(env or {})), timeout=1800)
     after = cpu_ticks(BROKER) if BROKER else None
+    broker_cs_after, server_cs_after = (switches(BROKER) if BROKER else None), \
+        server_switches(queue)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     calls = result.get("calls")
     if before is not None and after is not None and calls:
@@ -221,6 +268,14 @@ def last_json(cmd, env=None, queue=None):
         done = resource.getrusage(resource.RUSAGE_CHILDREN)
         spent = (done.ru_utime + done.ru_stime) - (children.ru_utime + children.ru_stime)
         result["client_us_per_call"] = spent * 1e6 / calls
+        # Context switches per call: the client's from getrusage (all its
+        # threads), the servers' and the broker's from /proc/PID/task/*.
+        result["client_cs_per_call"] = ((done.ru_nvcsw + done.ru_nivcsw)
+                                        - (children.ru_nvcsw + children.ru_nivcsw)) / calls
+        if server_cs is not None and server_cs_after is not None:
+            result["server_cs_per_call"] = (server_cs_after - server_cs) / calls
+        if broker_cs is not None and broker_cs_after is not None:
+            result["broker_cs_per_call"] = (broker_cs_after - broker_cs) / calls
     if result.get("errors"):
         raise RuntimeError(f"{cmd}: {result['errors']} calls failed")
     return result
@@ -234,9 +289,9 @@ def ours_client(queue, calls, inflight, body="10", body_size=None, options=(), e
                      + body_args, queue=queue)
 
 
-def raw_client(queue, calls, inflight, body="10"):
-    return last_json([RAW, "bench", queue, str(calls), str(inflight), body], {"AMQP_URL": URL},
-                     queue=queue)
+def raw_client(queue, calls, inflight, body="10", binary=None):
+    return last_json([binary or RAW, "bench", queue, str(calls), str(inflight), body],
+                     {"AMQP_URL": URL}, queue=queue)
 
 
 def aio_client(name, calls, inflight, n=10):
@@ -289,6 +344,9 @@ def broker_version():
         return "unknown"
 
 
+LOAD = os.getloadavg()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
@@ -303,6 +361,8 @@ def main():
     parser.add_argument("--tuning", action="store_true",
                         help="also our pair with other prefetch, concurrency and thread counts "
                              "(the measurements behind the defaults)")
+    parser.add_argument("--gate", action="store_true",
+                        help="only issue 19's transport gate: raw lapin, amqprs and AMQP 1.0 pairs")
     args = parser.parse_args()
     scale = 0.2 if args.quick else 1.0
 
@@ -310,6 +370,8 @@ def main():
         return max(100, int(n * scale))
 
     (TARGET / "bench").mkdir(parents=True, exist_ok=True)
+    if args.gate:
+        return gate(args, calls)
     have_go = setup(not args.no_go)
     baseline = build_baseline(args.baseline) if args.baseline else None
     global BROKER
@@ -399,6 +461,92 @@ def main():
             subprocess.run([CTL, "-q", "delete_queue", queue], capture_output=True)
     (TARGET / "bench" / "results.json").write_text(json.dumps(out, indent=1))
     print_table(out, args, have_go)
+
+
+# --- the transport gate (issue 19) ----------------------------------------------
+
+GATE = 1.10
+
+
+def gate(args, calls):
+    """The raw pairs side by side at 200 in flight, classic and quorum, in
+    interleaved rounds: does any beat raw lapin by >= GATE?"""
+    setup_gate()
+    global BROKER
+    BROKER = broker_pid()
+    version = broker_version()
+    major = version.split(".")[0]
+    pairs = [("lapin", RAW), ("amqprs", AMQPRS)]
+    # Direct reply-to over AMQP 1.0 needs RabbitMQ 4.2 or later.
+    if major.isdigit() and (int(major), int((version.split(".") + ["0"])[1])) >= (4, 2):
+        pairs.append(("amqp10", AMQP10))
+    else:
+        say(f"note: no AMQP 1.0 rows: RabbitMQ {version} has no direct reply-to over AMQP 1.0")
+    tag = uuid.uuid4().hex[:8]
+    kinds = [("classic", 320_000), ("quorum", 200_000)]
+    q = {(pair, kind): f"bench.gate.{pair}.{kind}.{tag}" for pair, _ in pairs for kind, _ in kinds}
+    servers = []
+    out = {}
+    try:
+        for (pair, kind), queue in q.items():
+            servers.append(raw_server(queue, kind, dict(pairs)[pair]))
+        scenarios = [(f"{pair} {kind}",
+                      (lambda queue=q[(pair, kind)], n=n, binary=binary:
+                       raw_client(queue, calls(n), 200, binary=binary)))
+                     for kind, n in kinds for pair, binary in pairs]
+        out["gate"] = rounds(args.rounds, scenarios)
+    finally:
+        for server in servers:
+            server.stop()
+        for queue in q.values():
+            subprocess.run([CTL, "-q", "delete_queue", queue], capture_output=True)
+    (TARGET / "bench" / "gate.json").write_text(json.dumps(out, indent=1))
+    print_gate(out["gate"], args, [pair for pair, _ in pairs], [kind for kind, _ in kinds],
+               version)
+
+
+def print_gate(g, args, pairs, kinds, version):
+    cmd = "python3 bench/run.py --gate" + \
+          (f" --rounds {args.rounds}" if args.rounds != 3 else "") + \
+          (" --quick" if args.quick else "")
+    print(f"Measured {date.today()} on {os.cpu_count()} cores ({platform.machine()}), "
+          f"RabbitMQ {version} ({URL.split('@')[-1].split('/')[0]}), 200 calls in flight, "
+          f"medians of {args.rounds} interleaved rounds: `{cmd}`; load average before and "
+          f"after: {LOAD[0]:.2f} / {os.getloadavg()[0]:.2f}. Ratios against raw lapin are "
+          "medians of each round's side-by-side ratio; µs and switches are per call.\n")
+    print("| pair | queue | calls/s | p50 ms | p99 ms | broker µs | client µs | server µs "
+          "| switches client / server / broker | calls/s vs lapin | broker µs vs lapin |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|")
+
+    def cs(results):
+        def one(who):
+            values = [r[f"{who}_cs_per_call"] for r in results if f"{who}_cs_per_call" in r]
+            return f"{statistics.median(values):.2f}" if values else "n/a"
+        return " / ".join(one(who) for who in ("client", "server", "broker"))
+
+    verdicts = []
+    for kind in kinds:
+        base = f"lapin {kind}"
+        for pair in pairs:
+            name = f"{pair} {kind}"
+            r = g[name]
+            speed = ratio(g, name, base)
+            # Broker CPU per call: lapin's over the pair's, so > 1 is better.
+            cheaper = ratio(g, base, name, "broker_us_per_call") \
+                if all("broker_us_per_call" in x for x in r + g[base]) else None
+            print(f"| {pair} | {kind} | {median(r, 'rps'):,.0f} | {median(r, 'p50_ms'):.3f} "
+                  f"| {median(r, 'p99_ms'):.3f} | {broker(r)} | {broker(r, 'client')} "
+                  f"| {broker(r, 'server')} | {cs(r)} | {speed:.2f}× "
+                  f"| {'n/a' if cheaper is None else f'{cheaper:.2f}×'} |")
+            if pair != "lapin":
+                cleared = speed >= GATE or (cheaper is not None and cheaper >= GATE)
+                verdicts.append(f"{pair} on {kind}: {speed:.2f}× calls/s, "
+                                f"{'n/a' if cheaper is None else f'{cheaper:.2f}×'} broker µs "
+                                f"-> {'CLEARS' if cleared else 'does not clear'} the "
+                                f"{GATE:.2f}× gate")
+    print()
+    for verdict in verdicts:
+        print(f"- {verdict}")
 
 
 def print_table(out, args, have_go):

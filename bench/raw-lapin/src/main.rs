@@ -8,7 +8,8 @@
 //! raw-lapin serve QUEUE [PREFETCH]
 //! raw-lapin bench QUEUE CALLS INFLIGHT BODY
 //! ```
-//! `bench` prints one JSON line with the same keys as `rabbit-rpc bench --json`.
+//! `bench` prints one JSON line with the same keys as `rabbit-rpc bench --json`
+//! and fails unless every reply's body is the answer to its request.
 //! `serve` declares QUEUE durable, of the type in env `QUEUE_TYPE` (`classic`,
 //! the default, or `quorum`), as `rabbit-rpc serve --queue-type` does. With
 //! env `RAW_BATCH_ACKS` set it acknowledges in batches (`multiple`, up to the
@@ -161,6 +162,7 @@ async fn serve(url: &str, queue: &str, prefetch: u16) -> Result<()> {
 }
 
 async fn bench(url: &str, queue: &str, calls: u64, inflight: u64, body: &str) -> Result<()> {
+    let expected = answer(body.as_bytes());
     let connection = Connection::connect(url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
     let mut replies = channel
@@ -203,6 +205,7 @@ async fn bench(url: &str, queue: &str, calls: u64, inflight: u64, body: &str) ->
         next_id += 1;
     }
     let mut done = 0u64;
+    let mut wrong = 0u64;
     while done < calls {
         let Some(reply) = replies.next().await else {
             break;
@@ -213,6 +216,9 @@ async fn bench(url: &str, queue: &str, calls: u64, inflight: u64, body: &str) ->
         };
         if let Some(at) = sent_at.remove(id.as_str()) {
             latencies.saturating_record(u64::try_from(at.elapsed().as_micros())?.max(1));
+            if reply.data != expected {
+                wrong += 1;
+            }
             done += 1;
             if next_id < calls {
                 sent_at.insert(next_id.to_string(), Instant::now());
@@ -224,12 +230,15 @@ async fn bench(url: &str, queue: &str, calls: u64, inflight: u64, body: &str) ->
     let seconds = started.elapsed().as_secs_f64();
     let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
     let summary = serde_json::json!({
-        "queue": queue, "calls": done, "ok": done, "errors": calls - done,
+        "queue": queue, "calls": done, "ok": done - wrong, "errors": calls - done + wrong,
         "inflight": inflight, "body_bytes": body.len(), "duration_s": seconds,
         "rps": done as f64 / seconds, "p50_ms": ms(0.5), "p90_ms": ms(0.9),
         "p99_ms": ms(0.99), "p999_ms": ms(0.999), "max_ms": latencies.max() as f64 / 1000.0,
     });
     println!("{summary}");
     let _ = connection.close(200, "done".into()).await;
+    if wrong > 0 {
+        return Err(format!("{wrong} replies with a wrong body").into());
+    }
     Ok(())
 }
