@@ -182,7 +182,8 @@ def main():
                         help="calls of the short run subtracted (default 2000)")
     parser.add_argument("--inflight", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5,
-                        help="native rounds for context switches and broker CPU (default 5)")
+                        help="native rounds for context switches and broker CPU (default 5; "
+                             "0 for none)")
     parser.add_argument("--native-calls", type=int, default=40000,
                         help="calls per native round (default 40000)")
     parser.add_argument("--queue-type", choices=["classic", "quorum"], default="classic")
@@ -190,8 +191,9 @@ def main():
                         help="also count our pair as built at git revision REV (pair 'base')")
     parser.add_argument("--only", default="",
                         help="comma-separated pairs to count (ours, raw, base)")
-    parser.add_argument("--no-callgrind", action="store_true",
-                        help="native runs only (context switches, broker CPU)")
+    parser.add_argument("--sides", default="client,server",
+                        help="the sides to count under callgrind (default client,server; "
+                             "empty for native runs only)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if run.URL == run.DEFAULT_URL:
@@ -211,9 +213,9 @@ def main():
     queues = {p.name: f"bench.count.{p.name}.{tag}" for p in pairs}
     servers = {}
     try:
-        for p in pairs:
+        for p in pairs if args.rounds else []:
             servers[p.name] = p.server(queues[p.name], args.queue_type)
-        for p in pairs:  # a warm-up each, uncounted
+        for p in pairs if args.rounds else []:  # a warm-up each, uncounted
             client_run(p, queues[p.name], 2000, args.inflight)
         runs = {p.name: [] for p in pairs}
         for i in range(args.rounds):
@@ -238,8 +240,9 @@ def main():
         for queue in queues.values():
             subprocess.run([run.CTL, "-q", "delete_queue", queue], capture_output=True)
 
-    if not args.no_callgrind:
-        for p in pairs:
+    sides = [side for side in args.sides.split(",") if side]
+    for p in pairs:
+        if "client" in sides:
             # The client under callgrind against a native server.
             queue = f"bench.count.{p.name}.client.{tag}"
             server = p.server(queue, args.queue_type)
@@ -251,6 +254,7 @@ def main():
             out[p.name]["client_ir_per_call"] = per_call
             out[p.name]["client_ir"] = counted
             run.say(f"  {p.name} client: {per_call:,.0f} instructions/call")
+        if "server" in sides:
             per_call, counted = count_server(p, args, tag)
             out[p.name]["server_ir_per_call"] = per_call
             out[p.name]["server_ir"] = counted

@@ -57,12 +57,14 @@ pub(super) async fn serve_session(
     session: &mut Session,
     shutdown: Pin<&mut impl Future<Output = ()>>,
 ) -> Ended {
-    let origin = Origin {
+    // Shared by the session's requests: one reference count each, not a
+    // copy of its channels and token.
+    let origin = Arc::new(Origin {
         replies: session.replies.clone(),
         callers: session.callers.clone(),
         failure: Arc::new(Failure::default()),
         lost: CancellationToken::new(),
-    };
+    });
     let ended = take_deliveries(procedures, tasks, session, &origin, shutdown).await;
     if let Ended::Lost { .. } = ended {
         // Tasks of this session still waiting for a handler slot must not
@@ -77,7 +79,7 @@ async fn take_deliveries(
     procedures: &[Arc<Running>],
     tasks: &TaskTracker,
     session: &mut Session,
-    origin: &Origin,
+    origin: &Arc<Origin>,
     mut shutdown: Pin<&mut impl Future<Output = ()>>,
 ) -> Ended {
     let mut restore = pin!(tokio::time::sleep(STABLE_CONNECTION));
@@ -101,7 +103,11 @@ async fn take_deliveries(
         match next {
             Next::Delivery(index, delivery) => {
                 let received = Instant::now();
-                tasks.spawn(Arc::clone(&procedures[index]).run(delivery, received, origin.clone()));
+                tasks.spawn(Arc::clone(&procedures[index]).run(
+                    delivery,
+                    received,
+                    Arc::clone(origin),
+                ));
             }
             Next::Failed(index, error) => {
                 let unparsable = error.is_unparsable();

@@ -33,7 +33,7 @@ impl Running {
         self: Arc<Self>,
         delivery: Delivery,
         received: Instant,
-        origin: Origin,
+        origin: Arc<Origin>,
     ) {
         let draining = &self.shared.draining;
         // A free slot needs no waiting (the common case): no futures to
@@ -61,7 +61,7 @@ impl Running {
     /// Hands a request not started back to the queue, for another server
     /// (unless `lost` says its connection is gone, which did it already).
     pub(super) async fn requeue(&self, acker: &Acker, lost: &CancellationToken) {
-        match unless_lost(lost, acker.nack(true)).await {
+        match unless_lost(lost, std::pin::pin!(acker.nack(true))).await {
             Ok(()) => self.counters.add(Count::Requeued),
             Err(error) => {
                 debug!(%error, "could not requeue a request; the broker requeues it when the channel closes")
@@ -93,10 +93,18 @@ impl Running {
                     return reject(&acker, &origin.lost).await;
                 }
                 Verdict::Expired => return self.expired(&acker, origin).await,
+                // Boxed: a rare request, whose larger future would
+                // otherwise make every request's task larger.
                 Verdict::Control { control, reply_to } => {
-                    return self
-                        .answer_control(&control, &properties, &body, reply_to, &acker, origin)
-                        .await;
+                    return Box::pin(self.answer_control(
+                        &control,
+                        &properties,
+                        &body,
+                        reply_to,
+                        &acker,
+                        origin,
+                    ))
+                    .await;
                 }
                 Verdict::Answer {
                     reply_to,
