@@ -103,11 +103,15 @@ async fn take_deliveries(
         match next {
             Next::Delivery(index, delivery) => {
                 let received = Instant::now();
-                tasks.spawn(Arc::clone(&procedures[index]).run(
+                // Boxed: the request's future (some 4 KiB) is then copied
+                // once, into its box, instead of each time tokio moves the
+                // task (measured: ~3,000 instructions less per request,
+                // bench/count.py).
+                tasks.spawn(Box::pin(Arc::clone(&procedures[index]).run(
                     delivery,
                     received,
                     Arc::clone(origin),
-                ));
+                )));
             }
             Next::Failed(index, error) => {
                 let unparsable = error.is_unparsable();
