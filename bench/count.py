@@ -15,6 +15,10 @@ built at git revision REV, in target/bench/baseline like run.py's
   and one of --warm + --calls calls, each in a process of its own, and
   (I(long) - I(short)) / --calls, so start-up, connection and shutdown
   cancel out;
+* with --raw-wire, the same for the raw pair sending what our requests
+  carry beyond the tutorial's (mandatory, expiration, user_id, message_id,
+  content_type: `RAW_EXTRAS`, see bench/raw-lapin), pair 'raw+wire': how
+  much of a difference is the wire's, not our code's;
 * context switches per call of each side (voluntary + involuntary, every
   thread: getrusage for the client, /proc/PID/task/*/status for the
   server) and the broker's CPU time per call (as run.py measures it), from
@@ -43,7 +47,9 @@ from pathlib import Path
 import run
 
 OUT = run.TARGET / "bench" / "count"
-SIDES = ("client", "server")
+# What our requests carry beyond the tutorial's (see bench/raw-lapin): the
+# raw pair with them ('raw+wire') costs what our wire costs, without our code.
+RAW_WIRE = "mandatory,expiration,user_id,message_id,content_type"
 
 
 def callgrind(out_file):
@@ -90,7 +96,7 @@ class Pair:
         self.binary = binary
 
     def server(self, queue, qtype, prefix=()):
-        if self.name == "raw":
+        if self.name.startswith("raw"):
             cmd = [*prefix, run.RAW, "serve", queue]
             return run.Server(cmd, "raw-lapin serving", {"AMQP_URL": run.URL, "QUEUE_TYPE": qtype},
                               queue)
@@ -99,9 +105,10 @@ class Pair:
         return run.Server(cmd, "serving fib on queue", {"RUST_LOG": "info"}, queue)
 
     def client(self, queue, calls, inflight, prefix=()):
-        if self.name == "raw":
+        if self.name.startswith("raw"):
+            extras = RAW_WIRE if self.name == "raw+wire" else ""
             return [*prefix, run.RAW, "bench", queue, str(calls), str(inflight), "10"], \
-                {"AMQP_URL": run.URL}
+                {"AMQP_URL": run.URL, "RAW_EXTRAS": extras}
         return [*prefix, self.binary or run.OURS, "--url", run.URL, "bench", "--queue", queue,
                 "--calls", str(calls), "--inflight", str(inflight), "--json", "--body", "10"], {}
 
@@ -146,7 +153,7 @@ def count_server(pair, args, tag):
     run less one that answered a short one, each on a fresh queue."""
     counted = {}
     for calls in (args.warm, args.warm + args.calls):
-        queue = f"bench.count.{pair.name}.server.{calls}.{tag}"
+        queue = f"bench.count.{pair.name.replace('+', '-')}.server.{calls}.{tag}"
         out_file = OUT / f"{pair.name}-server-{calls}.out"
         clear(out_file)
         server = pair.server(queue, args.queue_type, callgrind(out_file))
@@ -190,7 +197,10 @@ def main():
     parser.add_argument("--rev", metavar="REV",
                         help="also count our pair as built at git revision REV (pair 'base')")
     parser.add_argument("--only", default="",
-                        help="comma-separated pairs to count (ours, raw, base)")
+                        help="comma-separated pairs to count (ours, raw, base, raw+wire)")
+    parser.add_argument("--raw-wire", action="store_true",
+                        help="also the raw pair sending our requests' properties and flags "
+                             "(pair 'raw+wire')")
     parser.add_argument("--sides", default="client,server",
                         help="the sides to count under callgrind (default client,server; "
                              "empty for native runs only)")
@@ -201,6 +211,8 @@ def main():
     run.run(["cargo", "build", "--release", "--locked", "-q", "-p", "rabbit-rpc-cli", "-p",
              "raw-lapin"], cwd=run.ROOT)
     pairs = [Pair("ours"), Pair("raw")]
+    if args.raw_wire or "raw+wire" in args.only.split(","):
+        pairs.append(Pair("raw+wire"))
     if args.rev:
         pairs.append(Pair("base", run.build_baseline(args.rev)))
     if args.only:
@@ -210,7 +222,7 @@ def main():
     out = {p.name: {} for p in pairs}
 
     # Native rounds, interleaved (in order, then reversed), medians.
-    queues = {p.name: f"bench.count.{p.name}.{tag}" for p in pairs}
+    queues = {p.name: f"bench.count.{p.name.replace('+', '-')}.{tag}" for p in pairs}
     servers = {}
     try:
         for p in pairs if args.rounds else []:
@@ -244,7 +256,7 @@ def main():
     for p in pairs:
         if "client" in sides:
             # The client under callgrind against a native server.
-            queue = f"bench.count.{p.name}.client.{tag}"
+            queue = f"bench.count.{p.name.replace('+', '-')}.client.{tag}"
             server = p.server(queue, args.queue_type)
             try:
                 per_call, counted = count_client(p, queue, args)
@@ -272,7 +284,8 @@ def print_table(out, args):
         if v != {"calls": 20000, "warm": 2000, "inflight": 200, "rounds": 5,
                  "native_calls": 40000}[k])
     cmd += (f" --queue-type {args.queue_type}" if args.queue_type != "classic" else "") + \
-        (f" --rev {args.rev}" if args.rev else "") + (f" --only {args.only}" if args.only else "")
+        (f" --rev {args.rev}" if args.rev else "") + (f" --only {args.only}" if args.only else "") + \
+        (" --raw-wire" if args.raw_wire else "")
     print(f"Measured {date.today()} on {os.cpu_count()} cores ({platform.machine()}), RabbitMQ "
           f"{run.broker_version()} ({run.URL.split('@')[-1].split('/')[0]}), {args.queue_type} "
           f"queue, {args.inflight} calls in flight: `{cmd}`. Instructions: callgrind, "

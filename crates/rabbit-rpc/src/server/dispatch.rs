@@ -59,17 +59,23 @@ pub(super) async fn serve_session(
 ) -> Ended {
     // Shared by the session's requests: one reference count each, not a
     // copy of its channels and token.
+    let stop = match procedures.first() {
+        Some(procedure) => procedure.shared.draining.child_token(),
+        None => CancellationToken::new(),
+    };
     let origin = Arc::new(Origin {
         replies: session.replies.clone(),
         callers: session.callers.clone(),
         failure: Arc::new(Failure::default()),
         lost: CancellationToken::new(),
+        stop,
     });
     let ended = take_deliveries(procedures, tasks, session, &origin, shutdown).await;
     if let Ended::Lost { .. } = ended {
         // Tasks of this session still waiting for a handler slot must not
         // run: their requests go back to the queue with the connection.
         origin.lost.cancel();
+        origin.stop.cancel();
     }
     ended
 }

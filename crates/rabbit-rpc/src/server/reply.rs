@@ -78,6 +78,10 @@ pub(super) struct Origin {
     /// Cancelled when the connection is lost: its requests are back in the
     /// queue, so those not started yet must not run.
     pub(super) lost: CancellationToken,
+    /// Cancelled when `lost` is, or when the server starts draining (a
+    /// child of its `draining` token): what a request waiting for a handler
+    /// slot waits on, one wait instead of two.
+    pub(super) stop: CancellationToken,
 }
 
 /// A request being answered: what its reply is matched by, where it goes,

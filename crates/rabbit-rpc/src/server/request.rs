@@ -40,10 +40,17 @@ impl Running {
         // set up for the token checks.
         let permit = match Arc::clone(&self.permits).try_acquire_owned() {
             Ok(permit) => Some(permit),
+            // One wait for both ends (`stop`: the connection lost, or
+            // draining); a lost connection wins, as it did when each had
+            // a branch of its own.
             Err(_) => tokio::select! {
                 biased;
-                () = origin.lost.cancelled() => return,
-                () = draining.cancelled() => None,
+                () = origin.stop.cancelled() => {
+                    if origin.lost.is_cancelled() {
+                        return;
+                    }
+                    None
+                }
                 permit = Arc::clone(&self.permits).acquire_owned() => permit.ok(),
             },
         };
@@ -115,10 +122,14 @@ impl Running {
         let result = match admitted {
             Ok(()) => {
                 let limit = Limit::new(deadline, self.handler_timeout);
-                let ran = self
-                    .run_handler(&properties, body, redelivered, deadline, limit)
-                    .instrument(span.clone())
-                    .await;
+                let handling = self.run_handler(&properties, body, redelivered, deadline, limit);
+                // Entering a span nobody listens to still costs, at every
+                // poll.
+                let ran = if span.is_disabled() {
+                    handling.await
+                } else {
+                    handling.instrument(span.clone()).await
+                };
                 match ran {
                     Ok(result) => result,
                     // Back in the queue with its connection: not ours to
