@@ -39,7 +39,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 import uuid
 from datetime import date
 from pathlib import Path
