@@ -15,6 +15,14 @@
 //! env `RAW_BATCH_ACKS` set it acknowledges in batches (`multiple`, up to the
 //! highest delivery tag below which every request is answered), to measure
 //! what batching would give (`bench/batch_acks.py`).
+//!
+//! With env `RAW_EXTRAS` (a comma-separated list of `mandatory`,
+//! `expiration`, `user_id`, `message_id`, `content_type`) `bench` adds what
+//! rabbit-rpc's requests carry beyond the tutorial's: the mandatory flag, a
+//! 30 s expiration, the user id (`guest`, or env `RAW_USER`), the
+//! correlation id again as message id, `text/plain`; `serve` always repeats a
+//! request's content type in its reply, as rabbit-rpc's server does. To
+//! measure what each costs the broker (`bench/broker_extras.py`).
 
 use std::{collections::HashMap, time::Instant};
 
@@ -141,7 +149,10 @@ async fn serve(url: &str, queue: &str, prefetch: u16) -> Result<()> {
                 return;
             };
             let body = answer(&delivery.data);
-            let properties = BasicProperties::default().with_correlation_id(id);
+            let mut properties = BasicProperties::default().with_correlation_id(id);
+            if let Some(content_type) = delivery.properties.content_type().clone() {
+                properties = properties.with_content_type(content_type);
+            }
             let _ = replies
                 .basic_publish(
                     "".into(),
@@ -178,19 +189,43 @@ async fn bench(url: &str, queue: &str, calls: u64, inflight: u64, body: &str) ->
         .await?;
     let mut sent_at: HashMap<String, Instant> = HashMap::new();
     let mut next_id = 0u64;
+    let extras = std::env::var("RAW_EXTRAS").unwrap_or_default();
+    let extra = |name: &str| extras.split(',').any(|e| e.trim() == name);
+    let mandatory = extra("mandatory");
+    let expiration = extra("expiration");
+    let user =
+        extra("user_id").then(|| std::env::var("RAW_USER").unwrap_or_else(|_| "guest".to_owned()));
+    let message_id = extra("message_id");
+    let content_type = extra("content_type");
     let publish = |id: u64| {
         let channel = channel.clone();
         let body = body.as_bytes().to_vec();
         let queue = queue.to_owned();
+        let user = user.clone();
         tokio::spawn(async move {
-            let properties = BasicProperties::default()
+            let mut properties = BasicProperties::default()
                 .with_reply_to("amq.rabbitmq.reply-to".into())
                 .with_correlation_id(id.to_string().into());
+            if message_id {
+                properties = properties.with_message_id(id.to_string().into());
+            }
+            if expiration {
+                properties = properties.with_expiration("30000".into());
+            }
+            if let Some(user) = user {
+                properties = properties.with_user_id(user.into());
+            }
+            if content_type {
+                properties = properties.with_content_type("text/plain".into());
+            }
             let _ = channel
                 .basic_publish(
                     "".into(),
                     queue.as_str().into(),
-                    BasicPublishOptions::default(),
+                    BasicPublishOptions {
+                        mandatory,
+                        ..BasicPublishOptions::default()
+                    },
                     &body,
                     properties,
                 )

@@ -22,7 +22,7 @@ pub(crate) type Outcome = Result<Reply, Error>;
 pub(crate) struct InFlight {
     /// `None` once the connection is gone: new calls fail at once instead of
     /// waiting for a reply that cannot arrive.
-    calls: Mutex<Option<HashMap<String, oneshot::Sender<Outcome>>>>,
+    calls: Mutex<Option<HashMap<Arc<str>, oneshot::Sender<Outcome>>>>,
     /// Why: what every call waiting then, and every call made since, fails
     /// with.
     closed_by: Mutex<Option<Error>>,
@@ -51,11 +51,12 @@ impl InFlight {
     /// # Errors
     /// What [`InFlight::close`] was given, after it.
     pub(crate) fn register(self: &Arc<Self>, id: &str) -> Result<Pending, Error> {
-        let id = id.to_owned();
+        // One copy of the id, for the map and the call both.
+        let id: Arc<str> = Arc::from(id);
         let (sender, receiver) = oneshot::channel();
         match self.lock().as_mut() {
             Some(calls) => {
-                calls.insert(id.clone(), sender);
+                calls.insert(Arc::clone(&id), sender);
             }
             None => return Err(self.closed_error()),
         }
@@ -133,7 +134,7 @@ impl InFlight {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<HashMap<String, oneshot::Sender<Outcome>>>> {
+    fn lock(&self) -> MutexGuard<'_, Option<HashMap<Arc<str>, oneshot::Sender<Outcome>>>> {
         // A panic while holding this lock cannot leave the map inconsistent
         // (every operation is a single insert or remove).
         self.calls.lock().unwrap_or_else(|e| e.into_inner())
@@ -144,7 +145,7 @@ impl InFlight {
 #[derive(Debug)]
 pub(crate) struct Pending {
     in_flight: Arc<InFlight>,
-    id: String,
+    id: Arc<str>,
     receiver: oneshot::Receiver<Outcome>,
 }
 
@@ -167,7 +168,7 @@ impl Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(calls) = self.in_flight.lock().as_mut() {
-            calls.remove(&self.id);
+            calls.remove(&*self.id);
         }
     }
 }

@@ -137,7 +137,18 @@ impl CorrelationIds {
 
     fn next(&self) -> String {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n:x}", self.prefix)
+        // `{prefix}-{n:x}`, without the formatting machinery (a few hundred
+        // instructions less per call).
+        let digits = (u64::BITS - n.leading_zeros()).div_ceil(4).max(1);
+        let mut id = String::with_capacity(self.prefix.len() + 1 + digits as usize);
+        id.push_str(&self.prefix);
+        id.push('-');
+        for shift in (0..digits).rev() {
+            id.push(char::from(
+                b"0123456789abcdef"[(n >> (shift * 4)) as usize & 0xf],
+            ));
+        }
+        id
     }
 }
 
@@ -571,4 +582,18 @@ impl Client {
 
 fn closed() -> Error {
     Error::lost("the client is closed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn correlation_ids_are_the_prefix_and_a_hex_counter() {
+        let ids = CorrelationIds::new();
+        for n in [0u64, 1, 9, 10, 15, 16, 255, 4096, 0xdead_beef, u64::MAX] {
+            ids.next.store(n, Ordering::Relaxed);
+            assert_eq!(ids.next(), format!("{}-{n:x}", ids.prefix));
+        }
+    }
 }

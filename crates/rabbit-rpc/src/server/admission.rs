@@ -68,9 +68,12 @@ impl Running {
             return Verdict::Reject(Count::Refused);
         }
         if let Some(callers) = &origin.callers {
+            // Boxed: asked only after a lost connection, and its future
+            // (a passive declare) would otherwise make every request's
+            // task larger.
             let gone = tokio::select! {
                 biased;
-                gone = callers.gone(reply_to) => gone,
+                gone = Box::pin(callers.gone(reply_to)) => gone,
                 // The request is back in the queue with its connection.
                 () = origin.lost.cancelled() => return Verdict::Lost,
             };

@@ -2,7 +2,11 @@
 //! request's own connection, then the request settled (acknowledged once the
 //! broker has its reply, rejected when the broker refuses it).
 
-use std::{future::Future, sync::Arc};
+use std::{
+    future::Future,
+    pin::{Pin, pin},
+    sync::Arc,
+};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -74,6 +78,10 @@ pub(super) struct Origin {
     /// Cancelled when the connection is lost: its requests are back in the
     /// queue, so those not started yet must not run.
     pub(super) lost: CancellationToken,
+    /// Cancelled when `lost` is, or when the server starts draining (a
+    /// child of its `draining` token): what a request waiting for a handler
+    /// slot waits on, one wait instead of two.
+    pub(super) stop: CancellationToken,
 }
 
 /// A request being answered: what its reply is matched by, where it goes,
@@ -152,7 +160,7 @@ pub(super) async fn publish(
     let channel = origin.replies.to(reply_to);
     let published = unless_lost(
         &origin.lost,
-        channel.publish(reply_to, false, message, body),
+        pin!(channel.publish(reply_to, false, message, body)),
     )
     .await;
     let confirm = match published {
@@ -164,7 +172,7 @@ pub(super) async fn publish(
             return None;
         }
     };
-    let confirmed = unless_lost(&origin.lost, async { Ok(confirm.outcome().await) })
+    let confirmed = unless_lost(&origin.lost, pin!(async { Ok(confirm.outcome().await) }))
         .await
         .unwrap_or(None);
     if confirmed.is_none() {
@@ -260,7 +268,7 @@ fn truncated(text: &str, max: usize) -> Vec<u8> {
 }
 
 pub(super) async fn ack(acker: &Acker, lost: &CancellationToken) {
-    if let Err(error) = unless_lost(lost, acker.ack()).await {
+    if let Err(error) = unless_lost(lost, pin!(acker.ack())).await {
         settle_failed("acknowledge", &error);
     }
 }
@@ -268,7 +276,7 @@ pub(super) async fn ack(acker: &Acker, lost: &CancellationToken) {
 /// Rejects without requeueing: the broker dead-letters the request if the
 /// queue has a dead-letter exchange, else drops it.
 pub(super) async fn reject(acker: &Acker, lost: &CancellationToken) {
-    if let Err(error) = unless_lost(lost, acker.nack(false)).await {
+    if let Err(error) = unless_lost(lost, pin!(acker.nack(false))).await {
         settle_failed("reject", &error);
     }
 }
@@ -277,9 +285,14 @@ pub(super) async fn reject(acker: &Acker, lost: &CancellationToken) {
 /// is gone first: lapin may never finish an operation on a connection that
 /// has died, and a request task must end (a drain waits for it). The
 /// broker hands the request out again either way.
+///
+/// `operation` comes pinned where it was made: taken by value, it would be
+/// stored twice in the request's task (as this function's argument, and in
+/// the `select!`), and a larger task costs a copy of every byte each time
+/// tokio moves it (measured: see `bench/count.py`).
 pub(super) async fn unless_lost<T>(
     lost: &CancellationToken,
-    operation: impl Future<Output = Result<T, crate::Error>>,
+    operation: Pin<&mut impl Future<Output = Result<T, crate::Error>>>,
 ) -> Result<T, crate::Error> {
     tokio::select! {
         biased;

@@ -33,17 +33,24 @@ impl Running {
         self: Arc<Self>,
         delivery: Delivery,
         received: Instant,
-        origin: Origin,
+        origin: Arc<Origin>,
     ) {
         let draining = &self.shared.draining;
         // A free slot needs no waiting (the common case): no futures to
         // set up for the token checks.
         let permit = match Arc::clone(&self.permits).try_acquire_owned() {
             Ok(permit) => Some(permit),
+            // One wait for both ends (`stop`: the connection lost, or
+            // draining); a lost connection wins, as it did when each had
+            // a branch of its own.
             Err(_) => tokio::select! {
                 biased;
-                () = origin.lost.cancelled() => return,
-                () = draining.cancelled() => None,
+                () = origin.stop.cancelled() => {
+                    if origin.lost.is_cancelled() {
+                        return;
+                    }
+                    None
+                }
                 permit = Arc::clone(&self.permits).acquire_owned() => permit.ok(),
             },
         };
@@ -61,7 +68,7 @@ impl Running {
     /// Hands a request not started back to the queue, for another server
     /// (unless `lost` says its connection is gone, which did it already).
     pub(super) async fn requeue(&self, acker: &Acker, lost: &CancellationToken) {
-        match unless_lost(lost, acker.nack(true)).await {
+        match unless_lost(lost, std::pin::pin!(acker.nack(true))).await {
             Ok(()) => self.counters.add(Count::Requeued),
             Err(error) => {
                 debug!(%error, "could not requeue a request; the broker requeues it when the channel closes")
@@ -93,10 +100,18 @@ impl Running {
                     return reject(&acker, &origin.lost).await;
                 }
                 Verdict::Expired => return self.expired(&acker, origin).await,
+                // Boxed: a rare request, whose larger future would
+                // otherwise make every request's task larger.
                 Verdict::Control { control, reply_to } => {
-                    return self
-                        .answer_control(&control, &properties, &body, reply_to, &acker, origin)
-                        .await;
+                    return Box::pin(self.answer_control(
+                        &control,
+                        &properties,
+                        &body,
+                        reply_to,
+                        &acker,
+                        origin,
+                    ))
+                    .await;
                 }
                 Verdict::Answer {
                     reply_to,
@@ -107,10 +122,14 @@ impl Running {
         let result = match admitted {
             Ok(()) => {
                 let limit = Limit::new(deadline, self.handler_timeout);
-                let ran = self
-                    .run_handler(&properties, body, redelivered, deadline, limit)
-                    .instrument(span.clone())
-                    .await;
+                let handling = self.run_handler(&properties, body, redelivered, deadline, limit);
+                // Entering a span nobody listens to still costs, at every
+                // poll.
+                let ran = if span.is_disabled() {
+                    handling.await
+                } else {
+                    handling.instrument(span.clone()).await
+                };
                 match ran {
                     Ok(result) => result,
                     // Back in the queue with its connection: not ours to

@@ -377,7 +377,7 @@ pub(crate) fn properties(message: &Outgoing<'_>) -> Result<BasicProperties, Erro
         properties = properties.with_content_type(short("the content type", content_type)?);
     }
     if let Some(millis) = message.expiration_ms {
-        properties = properties.with_expiration(millis.to_string().into());
+        properties = properties.with_expiration(decimal(millis).into());
     }
     if !message.headers.is_empty() {
         let mut headers = FieldTable::default();
@@ -392,6 +392,22 @@ pub(crate) fn properties(message: &Outgoing<'_>) -> Result<BasicProperties, Erro
         properties = properties.with_headers(headers);
     }
     Ok(properties)
+}
+
+/// `n` in decimal, without the formatting machinery (it runs for every
+/// request's expiration).
+fn decimal(mut n: u64) -> String {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    digits[at..].iter().map(|&d| char::from(d)).collect()
 }
 
 pub(crate) async fn returned(channel: &lapin::Channel) -> Result<Vec<Returned>, Error> {
@@ -767,6 +783,9 @@ mod tests {
         .unwrap();
         assert!(plain.headers().is_none());
         assert_eq!(plain.expiration().as_ref().unwrap().as_str(), "1500");
+        for n in [0, 7, 10, 1500, 99_999, u64::MAX] {
+            assert_eq!(decimal(n), n.to_string());
+        }
         let with = properties(&Outgoing {
             headers: vec![("rpc-status", HeaderValue::Text("internal"))],
             ..Outgoing::default()
