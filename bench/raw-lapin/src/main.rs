@@ -22,7 +22,9 @@
 //! 30 s expiration, the user id (`guest`, or env `RAW_USER`), the
 //! correlation id again as message id, `text/plain`; `serve` always repeats a
 //! request's content type in its reply, as rabbit-rpc's server does. To
-//! measure what each costs the broker (`bench/broker_extras.py`).
+//! measure what each costs the broker (`bench/broker_extras.py`). With env
+//! `RAW_ID_PREFIX` every correlation id (and message id) starts with it, to
+//! send ids as long as rabbit-rpc's (`8208dd30-` and a hexadecimal counter).
 
 use std::{collections::HashMap, time::Instant};
 
@@ -197,7 +199,9 @@ async fn bench(url: &str, queue: &str, calls: u64, inflight: u64, body: &str) ->
         extra("user_id").then(|| std::env::var("RAW_USER").unwrap_or_else(|_| "guest".to_owned()));
     let message_id = extra("message_id");
     let content_type = extra("content_type");
-    let publish = |id: u64| {
+    let prefix = std::env::var("RAW_ID_PREFIX").unwrap_or_default();
+    let id_of = |n: u64| format!("{prefix}{n}");
+    let publish = |id: String| {
         let channel = channel.clone();
         let body = body.as_bytes().to_vec();
         let queue = queue.to_owned();
@@ -205,9 +209,9 @@ async fn bench(url: &str, queue: &str, calls: u64, inflight: u64, body: &str) ->
         tokio::spawn(async move {
             let mut properties = BasicProperties::default()
                 .with_reply_to("amq.rabbitmq.reply-to".into())
-                .with_correlation_id(id.to_string().into());
+                .with_correlation_id(id.as_str().into());
             if message_id {
-                properties = properties.with_message_id(id.to_string().into());
+                properties = properties.with_message_id(id.into());
             }
             if expiration {
                 properties = properties.with_expiration("30000".into());
@@ -235,8 +239,8 @@ async fn bench(url: &str, queue: &str, calls: u64, inflight: u64, body: &str) ->
     let mut latencies = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     let started = Instant::now();
     while next_id < inflight.min(calls) {
-        sent_at.insert(next_id.to_string(), Instant::now());
-        publish(next_id);
+        sent_at.insert(id_of(next_id), Instant::now());
+        publish(id_of(next_id));
         next_id += 1;
     }
     let mut done = 0u64;
@@ -256,8 +260,8 @@ async fn bench(url: &str, queue: &str, calls: u64, inflight: u64, body: &str) ->
             }
             done += 1;
             if next_id < calls {
-                sent_at.insert(next_id.to_string(), Instant::now());
-                publish(next_id);
+                sent_at.insert(id_of(next_id), Instant::now());
+                publish(id_of(next_id));
                 next_id += 1;
             }
         }
