@@ -455,12 +455,17 @@ def main():
             say("1,000,000 calls: client memory")
             out["million"] = ours_client(q["ours"], 1000000, 200)
     finally:
-        for server in servers:
-            server.stop()
-        for queue in q.values():
-            subprocess.run([CTL, "-q", "delete_queue", queue], capture_output=True)
+        clean_up(servers, q.values())
     (TARGET / "bench" / "results.json").write_text(json.dumps(out, indent=1))
     print_table(out, args, have_go)
+
+
+def clean_up(servers, queues):
+    """Stops the servers a run started and deletes its queues."""
+    for server in servers:
+        server.stop()
+    for queue in queues:
+        subprocess.run([CTL, "-q", "delete_queue", queue], capture_output=True)
 
 
 # --- the transport gate (issue 19) ----------------------------------------------
@@ -496,10 +501,7 @@ def gate(args, calls):
                      for kind, n in kinds for pair, binary in pairs]
         out["gate"] = rounds(args.rounds, scenarios)
     finally:
-        for server in servers:
-            server.stop()
-        for queue in q.values():
-            subprocess.run([CTL, "-q", "delete_queue", queue], capture_output=True)
+        clean_up(servers, q.values())
     (TARGET / "bench" / "gate.json").write_text(json.dumps(out, indent=1))
     print_gate(out["gate"], args, [pair for pair, _ in pairs], [kind for kind, _ in kinds],
                version)
@@ -562,6 +564,7 @@ def print_table(out, args, have_go):
           (" --quick" if args.quick else "") + (" --long" if args.long else "") + \
           (" --tuning" if args.tuning else "") + \
           (" --headline-only" if args.headline_only else "") + \
+          (" --no-go" if args.no_go else "") + \
           (f" --baseline {args.baseline}" if args.baseline else "")
     print(f"Measured {date.today()} on {os.cpu_count()} cores ({platform.machine()}), "
           f"RabbitMQ {broker_version()} ({URL.split('@')[-1].split('/')[0]}), "
