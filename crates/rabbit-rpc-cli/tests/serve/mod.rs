@@ -40,6 +40,9 @@ pub struct ServeProcess {
     pub child: Child,
     pub pid: u32,
     log: Arc<Mutex<Vec<String>>>,
+    /// The task reading its stderr: done once the process has exited and
+    /// every line it wrote is in `log`.
+    reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ServeProcess {
@@ -70,7 +73,7 @@ impl ServeProcess {
         let ready_line = format!("serving {service} on ");
         // Drains stderr for the process's whole life, so it never blocks on
         // a full pipe.
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let mut ready = Some(ready);
             while let Ok(Some(line)) = lines.next_line().await {
                 let serving = line.contains(&ready_line);
@@ -80,7 +83,12 @@ impl ServeProcess {
                 }
             }
         });
-        let server = ServeProcess { child, pid, log };
+        let server = ServeProcess {
+            child,
+            pid,
+            log,
+            reader: Some(reader),
+        };
         match tokio::time::timeout(Duration::from_secs(30), is_ready).await {
             Ok(Ok(())) => server,
             Ok(Err(_)) => panic!(
@@ -136,16 +144,23 @@ impl ServeProcess {
         assert!(status.success(), "kill {signal} {} failed", self.pid);
     }
 
-    /// Waits for it to exit, failing the test after `limit`.
+    /// Waits for it to exit, failing the test after `limit`; then for its
+    /// last lines to be read, so the log is whole (the exit can come before
+    /// the reader has seen them).
     pub async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
-        match tokio::time::timeout(limit, self.child.wait()).await {
+        let status = match tokio::time::timeout(limit, self.child.wait()).await {
             Ok(status) => status.expect("wait for serve"),
             Err(_) => panic!(
                 "serve (pid {}) did not exit within {limit:?}:\n{}",
                 self.pid,
                 self.log()
             ),
+        };
+        if let Some(reader) = self.reader.take() {
+            // Its stderr closed with it, so the reader ends at once.
+            let _ = tokio::time::timeout(Duration::from_secs(10), reader).await;
         }
+        status
     }
 
     /// Whether this very process is still running (it never exited).
