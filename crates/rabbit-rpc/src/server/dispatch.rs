@@ -20,7 +20,7 @@ use super::{
     reply::Origin,
     running::Running,
     session::{Consuming, Session},
-    shared::Failure,
+    shared::{Failure, Shared},
 };
 use crate::{
     Error,
@@ -54,22 +54,19 @@ enum Next {
 /// back once it has lasted [`STABLE_CONNECTION`].
 pub(super) async fn serve_session(
     procedures: &[Arc<Running>],
+    shared: &Shared,
     tasks: &TaskTracker,
     session: &mut Session,
     shutdown: Pin<&mut impl Future<Output = ()>>,
 ) -> Ended {
     // Shared by the session's requests: one reference count each, not a
     // copy of its channels and token.
-    let stop = match procedures.first() {
-        Some(procedure) => procedure.shared.draining.child_token(),
-        None => CancellationToken::new(),
-    };
     let origin = Arc::new(Origin {
         replies: session.replies.clone(),
         callers: session.callers.clone(),
         failure: Arc::new(Failure::default()),
         lost: CancellationToken::new(),
-        stop,
+        stop: shared.draining.child_token(),
     });
     let ended = take_deliveries(procedures, tasks, session, &origin, shutdown).await;
     if let Ended::Lost { .. } = ended {
@@ -329,7 +326,7 @@ mod tests {
         };
         let never = std::pin::pin!(pending::<()>());
         tokio::select! {
-            _ = serve_session(&procedures, &tasks, &mut session, never) => {
+            _ = serve_session(&procedures, &shared, &tasks, &mut session, never) => {
                 panic!("the session ended")
             }
             () = watch => {}

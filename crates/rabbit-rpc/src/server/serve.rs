@@ -163,8 +163,14 @@ impl Server {
         let mut backoff = Backoff::default();
         loop {
             let connected = Instant::now();
-            let ended =
-                dispatch::serve_session(procedures, &tasks, &mut session, shutdown.as_mut()).await;
+            let ended = dispatch::serve_session(
+                procedures,
+                &settings.shared,
+                &tasks,
+                &mut session,
+                shutdown.as_mut(),
+            )
+            .await;
             let Ended::Lost { cause, unparsable } = ended else {
                 break;
             };
